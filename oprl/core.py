@@ -1,0 +1,134 @@
+"""The simulator contract: exogenous traces, deterministic dynamics, and `rollout`.
+
+Every simulator draws all the randomness of a batch of episodes up front into a `Trace`
+(tensors shaped ``[batch, horizon, ...]``).  Given a trace the dynamics are deterministic, so
+the same trace can be replayed by the batched torch simulator, a solver computing a hindsight
+bound, and the simpy event-driven twin: every comparison between them is paired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+Observation = dict[str, Tensor]
+State = dict[str, Tensor]
+Policy = Callable[[Observation], Tensor]
+
+
+@dataclass(frozen=True)
+class Trace:
+    """All exogenous randomness of ``batch`` episodes of ``horizon`` periods.
+
+    ``data`` maps names to tensors whose first two dimensions are ``[batch, horizon]``.
+    """
+
+    data: Mapping[str, Tensor]
+    seed: int | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ValueError("trace: data must hold at least one tensor")
+        shapes = {name: tuple(t.shape[:2]) for name, t in self.data.items()}
+        if len(set(shapes.values())) != 1 or any(t.dim() < 2 for t in self.data.values()):
+            raise ValueError(f"trace: every tensor must be [batch, horizon, ...] alike, got {shapes}")
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.data[name]
+
+    @property
+    def batch(self) -> int:
+        return next(iter(self.data.values())).shape[0]
+
+    @property
+    def horizon(self) -> int:
+        return next(iter(self.data.values())).shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.data.values())).device
+
+    def to(self, device: str | torch.device) -> Trace:
+        return Trace({k: v.to(device) for k, v in self.data.items()}, self.seed, self.meta)
+
+    def select(self, index: slice | Tensor) -> Trace:
+        """A sub-batch (e.g. one episode for a solver or the simpy twin)."""
+        return Trace({k: v[index] for k, v in self.data.items()}, self.seed, self.meta)
+
+
+@runtime_checkable
+class Simulator(Protocol):
+    """What every domain provides; see DESIGN.md section 2."""
+
+    name: str
+
+    def sample_trace(
+        self, batch: int, horizon: int, *, seed: int, device: str | torch.device = "cpu"
+    ) -> Trace: ...
+
+    def reset(self, trace: Trace) -> State: ...
+
+    def observe(self, state: State, t: int, trace: Trace) -> Observation: ...
+
+    def step(
+        self, state: State, action: Tensor, t: int, trace: Trace
+    ) -> tuple[State, Tensor, dict[str, Tensor]]: ...
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Per-period rewards ``[batch, horizon]`` and per-period metrics of one rollout."""
+
+    rewards: Tensor
+    metrics: dict[str, Tensor]
+
+    def mean_reward(self, warmup: int = 0) -> Tensor:
+        """Mean reward per period of each episode, ignoring the first ``warmup`` periods."""
+        if not 0 <= warmup < self.rewards.shape[1]:
+            raise ValueError(
+                f"warmup: must lie in [0, horizon={self.rewards.shape[1]}), got {warmup}"
+            )
+        return self.rewards[:, warmup:].mean(dim=1)
+
+
+def rollout(
+    sim: Simulator,
+    policy: Policy,
+    trace: Trace,
+    *,
+    keep_metrics: bool = False,
+) -> Rollout:
+    """Run ``policy`` on every episode of ``trace`` at once; loops over time only.
+
+    Gradients flow through the simulator when the caller has autograd enabled (HDPO).
+    """
+    state = sim.reset(trace)
+    rewards: list[Tensor] = []
+    metrics: dict[str, list[Tensor]] = {}
+    for t in range(trace.horizon):
+        obs = sim.observe(state, t, trace)
+        action = policy(obs)
+        state, reward, info = sim.step(state, action, t, trace)
+        rewards.append(reward)
+        if keep_metrics:
+            for k, v in info.items():
+                metrics.setdefault(k, []).append(v)
+    return Rollout(
+        rewards=torch.stack(rewards, dim=1),
+        metrics={k: torch.stack(v, dim=1) for k, v in metrics.items()},
+    )
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"auto" picks CUDA when present; an unavailable CUDA request is a clear error."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was requested but no CUDA device is available; use 'cpu'")
+    return dev

@@ -1,0 +1,190 @@
+"""Classical inventory policies, written as parameter-free ``nn.Module``s over observations.
+
+Levels may be ``[N]`` or per-sample ``[batch, N]``: a batch of candidate levels is evaluated in
+one rollout, which is how `tune_levels` searches them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from scipy.stats import norm
+from torch import Tensor, nn
+
+from oprl.core import Observation, Trace, rollout
+from simulators.inventory import SUPPLIER, InventorySimulator
+
+
+def inventory_position(obs: Observation, slots: int) -> Tensor:
+    """On-hand plus everything in the inbound pipelines of each location ``[B, N]``."""
+    nodes = obs["nodes"][:, :-1]  # drop the supplier row
+    return nodes[..., 0] + nodes[..., 1 : 1 + slots].sum(-1)
+
+
+def _single_inbound_edges(sim: InventorySimulator) -> Tensor:
+    """Index of the one inbound edge of each location; base-stock rules need exactly one."""
+    inbound = []
+    for node in range(sim.network.n_nodes):
+        edges = sim.network.inbound(node)
+        if len(edges) != 1:
+            raise ValueError(
+                f"policy: base-stock rules need exactly one inbound edge per location; "
+                f"location {node} has {len(edges)}"
+            )
+        inbound.append(edges[0])
+    return torch.tensor(inbound)
+
+
+class _LevelPolicy(nn.Module):
+    def __init__(self, sim: InventorySimulator, levels: Tensor | float) -> None:
+        super().__init__()
+        self.slots = sim.slots
+        self.n_edges = sim.network.n_edges
+        levels = torch.as_tensor(levels, dtype=torch.float32)
+        if levels.dim() == 0:
+            levels = levels.expand(sim.network.n_nodes).clone()
+        self.register_buffer("levels", levels)
+        self.register_buffer("edge_of_node", _single_inbound_edges(sim))
+
+    def _orders_by_node(self, obs: Observation) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, obs: Observation) -> Tensor:
+        per_node = self._orders_by_node(obs)
+        action = torch.zeros(per_node.shape[0], self.n_edges, device=per_node.device)
+        return action.index_copy(1, self.edge_of_node, per_node)
+
+
+class BaseStock(_LevelPolicy):
+    """Order up to ``levels`` on each location's inventory position (optimal for a backlogged
+    single store: the p/(p+h) quantile of lead-time demand)."""
+
+    def _orders_by_node(self, obs: Observation) -> Tensor:
+        return (self.levels - inventory_position(obs, self.slots)).clamp_min(0.0)
+
+
+class CappedBaseStock(BaseStock):
+    """Base-stock with each order capped (Xin 2021): near-optimal for lost sales."""
+
+    def __init__(self, sim: InventorySimulator, levels: Tensor | float, cap: Tensor | float) -> None:
+        super().__init__(sim, levels)
+        cap = torch.as_tensor(cap, dtype=torch.float32)
+        self.register_buffer("cap", cap.expand_as(self.levels).clone() if cap.dim() == 0 else cap)
+
+    def _orders_by_node(self, obs: Observation) -> Tensor:
+        return torch.minimum(super()._orders_by_node(obs), self.cap)
+
+
+class EchelonBaseStock(_LevelPolicy):
+    """Order up to ``levels`` on each location's echelon inventory position: its own position
+    plus the on-hand and pipelines of everything downstream (Clark & Scarf 1960)."""
+
+    def __init__(self, sim: InventorySimulator, levels: Tensor | float) -> None:
+        super().__init__(sim, levels)
+        n = sim.network.n_nodes
+        member = torch.zeros(n, n)
+        for node in range(n):
+            member[node, sim.network.downstream(node)] = 1.0
+        self.register_buffer("echelon", member)
+
+    def _orders_by_node(self, obs: Observation) -> Tensor:
+        echelon_position = inventory_position(obs, self.slots) @ self.echelon.T
+        return (self.levels - echelon_position).clamp_min(0.0)
+
+
+def newsvendor_levels(sim: InventorySimulator) -> Tensor:
+    """Base-stock levels from a Normal approximation of each store's demand over its lead time
+    plus one period at the critical ratio p/(p+h); non-store levels cover their echelon's mean."""
+    mean, std = sim.demand_moments()
+    p = sim.params
+    lead = p.lead_time.float()
+    if lead.dim() == 2:
+        raise ValueError("newsvendor: per-sample lead times are not supported")
+    levels = torch.zeros(sim.network.n_nodes)
+    holding = p.holding if p.holding.dim() == 1 else p.holding.mean(0)
+    penalty = p.penalty if p.penalty.dim() == 1 else p.penalty.mean(0)
+    for i, store in enumerate(sim.network.stores):
+        cover = lead[sim.network.inbound(store)].max() + 1
+        ratio = float(penalty[i] / (penalty[i] + holding[store]))
+        levels[store] = mean[i] * cover + float(norm.ppf(ratio)) * std[i] * cover.sqrt()
+    for node in range(sim.network.n_nodes):
+        if sim.network.kinds[node] != "store":
+            served = [i for i, s in enumerate(sim.network.stores) if s in sim.network.downstream(node)]
+            cover = lead[sim.network.inbound(node)].max()
+            levels[node] = mean[served].sum() * cover
+    return levels.clamp_min(0.0)
+
+
+def evaluate_levels(
+    sim: InventorySimulator,
+    make_policy: Callable[[Tensor], nn.Module],
+    candidates: Tensor,
+    trace: Trace,
+    warmup: int,
+) -> Tensor:
+    """Mean cost per store-period of each candidate ``[K, ...]`` on the same trace, all K
+    candidates in one batched rollout (candidate k runs on a copy of every episode)."""
+    k, b = candidates.shape[0], trace.batch
+    tiled = Trace({n: v.repeat(k, *([1] * (v.dim() - 1))) for n, v in trace.data.items()})
+    levels = candidates.to(trace.device).repeat_interleave(b, dim=0)
+    with torch.no_grad():
+        result = rollout(sim, make_policy(levels), tiled)
+    return sim.cost_per_store_period(result.rewards, warmup).view(k, b).mean(1)
+
+
+def tune_base_stock(
+    sim: InventorySimulator,
+    trace: Trace,
+    warmup: int,
+    echelon: bool = False,
+    rounds: int = 3,
+    grid: int = 21,
+) -> Tensor:
+    """Best base-stock (or echelon base-stock) levels found by coordinate search around the
+    newsvendor levels, every grid of candidates evaluated in one batched rollout."""
+    cls = EchelonBaseStock if echelon else BaseStock
+    levels = newsvendor_levels(sim)
+    if echelon:
+        levels = torch.stack([levels[sim.network.downstream(n)].sum() for n in range(len(levels))])
+    span = levels.clamp_min(1.0) * 0.5
+    for _ in range(rounds):
+        for node in range(len(levels)):
+            cands = levels.repeat(grid, 1)
+            cands[:, node] = (levels[node] + torch.linspace(-1, 1, grid) * span[node]).clamp_min(0)
+            costs = evaluate_levels(sim, lambda lv: cls(sim, lv), cands, trace, warmup)
+            levels = cands[int(costs.argmin())]
+        span = span / 4
+    return levels
+
+
+def tune_capped_base_stock(
+    sim: InventorySimulator, trace: Trace, warmup: int, grid: int = 15, rounds: int = 3
+) -> tuple[Tensor, Tensor]:
+    """Best (level, cap) pair per location by a joint grid refined ``rounds`` times."""
+    level = tune_base_stock(sim, trace, warmup)
+    mean = sim.demand_moments()[0]
+    cap = torch.zeros_like(level)
+    for i, store in enumerate(sim.network.stores):
+        cap[store] = 2 * mean[i]
+    for node in range(len(level)):
+        level_span, cap_span = level[node].clamp_min(1.0) * 0.3, cap[node].clamp_min(1.0) * 0.8
+        for _ in range(rounds):
+            ls = (level[node] + torch.linspace(-1, 1, grid) * level_span).clamp_min(0)
+            cs = (cap[node] + torch.linspace(-1, 1, grid) * cap_span).clamp_min(0.1)
+            grid_l, grid_c = torch.meshgrid(ls, cs, indexing="ij")
+            lv = level.repeat(grid * grid, 1)
+            cp = cap.repeat(grid * grid, 1)
+            lv[:, node], cp[:, node] = grid_l.flatten(), grid_c.flatten()
+            pairs = torch.stack([lv, cp], dim=1)  # [K, 2, N]
+            costs = evaluate_levels(
+                sim, lambda x: CappedBaseStock(sim, x[:, 0], x[:, 1]), pairs, trace, warmup
+            )
+            best = int(costs.argmin())
+            level, cap = lv[best], cp[best]
+            level_span, cap_span = level_span / 3, cap_span / 3
+    return level, cap
+
+
+def supplier_edges(sim: InventorySimulator) -> list[int]:
+    return [e for e, (src, _) in enumerate(sim.network.edges) if src == SUPPLIER]

@@ -1,0 +1,686 @@
+"""Batched, differentiable inventory networks (Alvo, Russo, Kanoria & Song 2023, HDPO).
+
+A network is a DAG of locations fed by one external supplier (node id ``-1``). Each period:
+observe -> place orders on every edge -> orders are shipped from the source's on-hand stock
+(proportionally scaled down when the source is short) -> lead-time-0 shipments land -> demand
+hits the stores -> cost (holding on leftover stock, underage on unmet demand, per-unit order
+cost) -> pipelines shift and due shipments land, ready for the next period.
+
+Backlogged stores let on-hand go negative; lost-sales stores clip at zero.  Every operation is
+a tensor op over ``[batch, ...]``: per-sample lead times and costs are simply ``[batch, ...]``
+parameters.  The min/max clips make the cost piecewise linear in the orders, so pathwise
+gradients (HDPO) flow through the whole horizon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from oprl.core import Observation, State, Trace
+
+SUPPLIER = -1
+NODE_KINDS = ("store", "warehouse", "transship")
+
+
+@dataclass(frozen=True)
+class Network:
+    """Static topology. ``kinds[n]`` is 'store' (faces demand), 'warehouse' (holds stock) or
+    'transship' (holds no stock: everything on hand is forwarded each period)."""
+
+    kinds: tuple[str, ...]
+    edges: tuple[tuple[int, int], ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.kinds)
+        if n == 0:
+            raise ValueError("network.kinds: at least one location is required")
+        bad = [k for k in self.kinds if k not in NODE_KINDS]
+        if bad:
+            raise ValueError(f"network.kinds: unknown kind {bad[0]!r}; allowed {NODE_KINDS}")
+        if not self.edges:
+            raise ValueError("network.edges: at least one edge (supplier -> location) is required")
+        for src, dst in self.edges:
+            if not (SUPPLIER <= src < n) or not (0 <= dst < n) or src == dst:
+                raise ValueError(
+                    f"network.edges: edge ({src}, {dst}) must join a source in [-1, {n}) to a "
+                    f"different destination in [0, {n})"
+                )
+            if src >= 0 and self.kinds[src] == "store":
+                raise ValueError(f"network.edges: store {src} cannot ship to other locations")
+        if len(set(self.edges)) != len(self.edges):
+            raise ValueError("network.edges: duplicate edge")
+        order = self.topological_order()  # raises on a cycle
+        reached = {SUPPLIER}
+        for node in order:
+            if any(src in reached for src, dst in self.edges if dst == node):
+                reached.add(node)
+        unreachable = sorted(set(range(n)) - reached)
+        if unreachable:
+            raise ValueError(
+                f"network.edges: location(s) {unreachable} cannot be reached from the supplier"
+            )
+        if "store" not in self.kinds:
+            raise ValueError("network.kinds: at least one store is required")
+        for node, kind in enumerate(self.kinds):
+            if kind != "store" and not any(src == node for src, _ in self.edges):
+                raise ValueError(f"network.edges: {kind} {node} has no outgoing edge")
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.kinds)
+
+    @property
+    def n_edges(self) -> int:
+        return len(self.edges)
+
+    @property
+    def stores(self) -> list[int]:
+        return [i for i, k in enumerate(self.kinds) if k == "store"]
+
+    def inbound(self, node: int) -> list[int]:
+        return [e for e, (_, dst) in enumerate(self.edges) if dst == node]
+
+    def children(self, node: int) -> list[int]:
+        return [dst for src, dst in self.edges if src == node]
+
+    def topological_order(self) -> list[int]:
+        """Locations ordered upstream first; a cycle is a ValueError."""
+        indeg = [0] * self.n_nodes
+        for src, dst in self.edges:
+            if src != SUPPLIER:
+                indeg[dst] += 1
+        frontier = [n for n in range(self.n_nodes) if indeg[n] == 0]
+        order: list[int] = []
+        while frontier:
+            node = frontier.pop()
+            order.append(node)
+            for src, dst in self.edges:
+                if src == node:
+                    indeg[dst] -= 1
+                    if indeg[dst] == 0:
+                        frontier.append(dst)
+        if len(order) != self.n_nodes:
+            raise ValueError("network.edges: the network has a cycle; it must be a DAG")
+        return order
+
+    def downstream(self, node: int) -> list[int]:
+        """The node and every location it (transitively) supplies: its echelon."""
+        seen, stack = [], [node]
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.append(n)
+                stack.extend(self.children(n))
+        return sorted(seen)
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Demand model of the stores: 'normal' (clipped at 0, optional equicorrelation),
+    'poisson', or 'series' (rows of an empirical demand matrix replayed as traces)."""
+
+    kind: str
+    mean: Tensor  # [S]
+    std: Tensor | None = None  # [S], normal only
+    correlation: float = 0.0
+    series: Tensor | None = None  # [products, periods], series only
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("normal", "poisson", "series"):
+            raise ValueError(f"demand.kind: {self.kind!r}; allowed 'normal', 'poisson', 'series'")
+        if self.kind == "series":
+            if self.series is None or self.series.dim() != 2:
+                raise ValueError("demand.series: a [products, periods] tensor is required")
+            _check_finite_nonneg("demand.series", self.series)
+            return
+        _check_finite_nonneg("demand.mean", self.mean)
+        if self.kind == "normal":
+            if self.std is None or self.std.shape != self.mean.shape:
+                raise ValueError("demand.std: one standard deviation per store is required")
+            _check_finite_nonneg("demand.std", self.std)
+            if not -1.0 / max(len(self.mean) - 1, 1) <= self.correlation < 1.0:
+                raise ValueError(
+                    f"demand.correlation: must lie in [-1/(S-1), 1) to be a valid equicorrelation,"
+                    f" got {self.correlation}"
+                )
+
+    @property
+    def n_stores(self) -> int:
+        return 1 if self.kind == "series" else int(self.mean.numel())
+
+    def sample(self, batch: int, horizon: int, generator: torch.Generator) -> Tensor:
+        """Demand ``[batch, horizon, stores]`` (float), drawn on the CPU for reproducibility."""
+        s = self.n_stores
+        if self.kind == "poisson":
+            rate = self.mean.expand(batch, horizon, s).contiguous()
+            return torch.poisson(rate, generator=generator)
+        if self.kind == "normal":
+            z = torch.randn(batch, horizon, s, generator=generator, dtype=torch.float64)
+            if self.correlation != 0.0 and s > 1:
+                # equicorrelated: z_i = sqrt(rho) * common + sqrt(1 - rho) * own
+                rho = self.correlation
+                common = torch.randn(batch, horizon, 1, generator=generator, dtype=torch.float64)
+                if rho >= 0:
+                    z = rho**0.5 * common + (1 - rho) ** 0.5 * z
+                else:
+                    chol = torch.linalg.cholesky(
+                        torch.full((s, s), rho, dtype=torch.float64)
+                        + (1 - rho) * torch.eye(s, dtype=torch.float64)
+                    )
+                    z = z @ chol.T
+            d = self.mean.double() + self.std.double() * z
+            return d.clamp_min(0.0).float()
+        products, periods = self.series.shape
+        if horizon > periods:
+            raise ValueError(
+                f"horizon: {horizon} periods requested but the demand series has {periods}"
+            )
+        rows = torch.randint(products, (batch,), generator=generator)
+        starts = torch.randint(periods - horizon + 1, (batch,), generator=generator)
+        idx = starts[:, None] + torch.arange(horizon)[None, :]
+        return self.series[rows[:, None], idx].float().unsqueeze(-1)
+
+
+def _check_finite_nonneg(name: str, value: Tensor) -> None:
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{name}: must be finite (no NaN or inf)")
+    if (value < 0).any():
+        raise ValueError(f"{name}: must be non-negative")
+
+
+def _as_float(name: str, value: float | Sequence[float] | Tensor, size: int) -> Tensor:
+    """A cost vector ``[size]`` or per-sample ``[batch, size]``; scalars broadcast."""
+    t = torch.as_tensor(value, dtype=torch.float32)
+    if t.dim() == 0:
+        t = t.expand(size).clone()
+    if t.shape[-1] != size or t.dim() > 2:
+        raise ValueError(f"{name}: expected a scalar, [{size}] or [batch, {size}], got {tuple(t.shape)}")
+    _check_finite_nonneg(name, t)
+    return t
+
+
+def _as_lead_times(value: int | Sequence[int] | Tensor, size: int) -> Tensor:
+    t = torch.as_tensor(value)
+    if t.is_floating_point():
+        if not torch.isfinite(t).all() or (t != t.round()).any():
+            raise ValueError("lead_time: must be whole numbers of periods (0, 1, 2, ...)")
+        t = t.long()
+    if t.dim() == 0:
+        t = t.expand(size).clone()
+    if t.shape[-1] != size or t.dim() > 2:
+        raise ValueError(f"lead_time: expected a scalar, [{size}] or [batch, {size}], got {tuple(t.shape)}")
+    if (t < 0).any():
+        raise ValueError("lead_time: must be >= 0 periods")
+    return t.long()
+
+
+@dataclass(frozen=True)
+class InventoryParams:
+    """Everything that defines an inventory scenario; validated on construction.
+
+    Cost and lead-time fields are ``[size]`` or per-sample ``[batch, size]`` tensors.
+    """
+
+    network: Network
+    demand: Demand
+    lead_time: Tensor  # [E] or [B, E], integer periods
+    holding: Tensor  # [N] or [B, N], per unit left on hand at the end of a period
+    penalty: Tensor  # [S] or [B, S], per unit unmet (lost) or backlogged
+    order_cost: Tensor  # [E] or [B, E], per unit shipped on the edge
+    lost_sales: bool = False
+    initial_onhand: Tensor | None = None  # [N] or [B, N]; zeros when None
+    demand_lags: int = 0  # past demands shown to the policy
+    horizon: int = 100  # training episode length
+    warmup: int = 40  # periods not counted while training
+    eval_horizon: int = 5000
+    eval_warmup: int = 3000
+    name: str = "inventory/custom"
+    extras: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        net = self.network
+        if self.demand.n_stores != len(net.stores):
+            raise ValueError(
+                f"demand: {self.demand.n_stores} store(s) modelled but the network has "
+                f"{len(net.stores)}"
+            )
+        object.__setattr__(self, "lead_time", _as_lead_times(self.lead_time, net.n_edges))
+        for name, size in (("holding", net.n_nodes), ("penalty", len(net.stores)),
+                           ("order_cost", net.n_edges)):
+            object.__setattr__(self, name, _as_float(name, getattr(self, name), size))
+        if self.initial_onhand is not None:
+            object.__setattr__(
+                self, "initial_onhand", _as_float("initial_onhand", self.initial_onhand, net.n_nodes)
+            )
+        if self.demand_lags < 0:
+            raise ValueError("demand_lags: must be >= 0")
+        if not 0 <= self.warmup < self.horizon:
+            raise ValueError(f"warmup: must lie in [0, horizon={self.horizon})")
+        if not 0 <= self.eval_warmup < self.eval_horizon:
+            raise ValueError(f"eval_warmup: must lie in [0, eval_horizon={self.eval_horizon})")
+
+    @property
+    def max_lead_time(self) -> int:
+        return int(self.lead_time.max())
+
+
+def _per_sample(value: Tensor, batch: int, device: torch.device) -> Tensor:
+    """Broadcast a ``[size]`` or ``[batch, size]`` parameter to ``[batch, size]``."""
+    value = value.to(device)
+    if value.dim() == 1:
+        return value.unsqueeze(0).expand(batch, -1)
+    if value.shape[0] != batch:
+        raise ValueError(
+            f"per-sample parameter has batch {value.shape[0]} but the trace has batch {batch}"
+        )
+    return value
+
+
+class InventorySimulator:
+    """Batched inventory network; see the module docstring for the order of events."""
+
+    def __init__(self, params: InventoryParams) -> None:
+        self.params = params
+        self.name = params.name
+        net = params.network
+        self.network = net
+        self.stores = torch.tensor(net.stores, dtype=torch.long)
+        self.edge_src = torch.tensor([s for s, _ in net.edges], dtype=torch.long)
+        self.edge_dst = torch.tensor([d for _, d in net.edges], dtype=torch.long)
+        # pipeline slots: slot j holds what becomes available j + 1 periods from now
+        self.slots = max(params.max_lead_time, 1)
+        kinds = net.kinds
+        self.is_store = torch.tensor([k == "store" for k in kinds])
+        self.is_transship = torch.tensor([k == "transship" for k in kinds])
+        self.n_node_features = 1 + self.slots + 8 + params.demand_lags
+        self.n_edge_features = self.slots + 3
+
+    # -- contract -------------------------------------------------------------------------
+    def graph(self):
+        """Supply graph for GNN policies: locations plus the supplier as the last node."""
+        from torch_geometric.data import Data
+
+        n = self.network.n_nodes
+        src = torch.where(self.edge_src == SUPPLIER, n, self.edge_src)
+        return Data(edge_index=torch.stack([src, self.edge_dst]), num_nodes=n + 1)
+
+    def sample_trace(
+        self, batch: int, horizon: int | None = None, *, seed: int, device="cpu"
+    ) -> Trace:
+        if batch < 1:
+            raise ValueError(f"batch: must be >= 1, got {batch}")
+        horizon = self.params.horizon if horizon is None else horizon
+        if horizon < 1:
+            raise ValueError(f"horizon: must be >= 1, got {horizon}")
+        gen = torch.Generator().manual_seed(int(seed))
+        demand = self.params.demand.sample(batch, horizon, gen)
+        return Trace({"demand": demand.to(device)}, seed=seed)
+
+    def check_trace(self, trace: Trace) -> None:
+        demand = trace["demand"]
+        s = len(self.network.stores)
+        if demand.dim() != 3 or demand.shape[-1] != s:
+            raise ValueError(f"trace.demand: expected [batch, horizon, {s}], got {tuple(demand.shape)}")
+        _check_finite_nonneg("trace.demand", demand)
+
+    def reset(self, trace: Trace) -> State:
+        self.check_trace(trace)
+        b, dev = trace.batch, trace.device
+        p = self.params
+        n, e = self.network.n_nodes, self.network.n_edges
+        onhand = (
+            torch.zeros(b, n, device=dev)
+            if p.initial_onhand is None
+            else _per_sample(p.initial_onhand, b, dev).clone()
+        )
+        lead = _per_sample(p.lead_time, b, dev)
+        return {
+            "onhand": onhand,
+            "pipeline": torch.zeros(b, e, self.slots, device=dev),
+            "lead_time": lead,
+            "lead_onehot": torch.nn.functional.one_hot(lead, self.slots + 1).float(),
+            "holding": _per_sample(p.holding, b, dev),
+            "penalty": _per_sample(p.penalty, b, dev),
+            "order_cost": _per_sample(p.order_cost, b, dev),
+        }
+
+    def observe(self, state: State, t: int, trace: Trace) -> Observation:
+        """Node features ``[B, N+1, F]`` (the supplier last) and edge features ``[B, E, G]``."""
+        b, n = state["onhand"].shape
+        dev = state["onhand"].device
+        pipe = state["pipeline"]
+        inbound = torch.zeros(b, n, self.slots, device=dev).index_add(
+            1, self.edge_dst.to(dev), pipe
+        )
+        penalty = torch.zeros(b, n, device=dev)
+        penalty[:, self.stores.to(dev)] = state["penalty"]
+        mean = torch.zeros(b, n, device=dev)
+        if self.params.demand.kind != "series":
+            mean[:, self.stores.to(dev)] = self.params.demand.mean.to(dev)
+        lead_in = torch.zeros(b, n, device=dev).scatter_reduce(
+            1, self.edge_dst.to(dev).expand(b, -1), state["lead_time"].float(), "amax",
+            include_self=False,
+        )
+        kind = torch.stack(
+            [self.is_store, ~self.is_store & ~self.is_transship, self.is_transship], -1
+        ).float().to(dev)
+        feats = [
+            state["onhand"].unsqueeze(-1),
+            inbound,
+            state["holding"].unsqueeze(-1),
+            penalty.unsqueeze(-1),
+            mean.unsqueeze(-1),
+            lead_in.unsqueeze(-1),
+            kind.expand(b, -1, -1),
+            torch.zeros(b, n, 1, device=dev),  # is_supplier
+        ]
+        if self.params.demand_lags:
+            lags = self._past_demand(trace, t)  # [B, k, S]
+            per_node = torch.zeros(b, n, lags.shape[1], device=dev)
+            per_node[:, self.stores.to(dev)] = lags.transpose(1, 2)
+            feats.append(per_node)
+        nodes = torch.cat(feats, dim=-1)
+        supplier = torch.zeros(b, 1, nodes.shape[-1], device=dev)
+        supplier[..., 1 + self.slots + 7] = 1.0
+        edges = torch.cat(
+            [pipe, state["lead_time"].float().unsqueeze(-1), state["order_cost"].unsqueeze(-1),
+             (self.edge_src == SUPPLIER).float().to(dev).expand(b, -1).unsqueeze(-1)],
+            dim=-1,
+        )
+        return {"nodes": torch.cat([nodes, supplier], dim=1), "edges": edges}
+
+    def _past_demand(self, trace: Trace, t: int) -> Tensor:
+        k = self.params.demand_lags
+        demand = trace["demand"]
+        past = demand[:, max(t - k, 0) : t]
+        if past.shape[1] < k:
+            pad = torch.zeros(demand.shape[0], k - past.shape[1], demand.shape[2], device=demand.device)
+            past = torch.cat([pad, past], dim=1)
+        return past.flip(1)  # most recent first
+
+    def step(
+        self, state: State, action: Tensor, t: int, trace: Trace
+    ) -> tuple[State, Tensor, dict[str, Tensor]]:
+        b, n = state["onhand"].shape
+        dev = state["onhand"].device
+        e = self.network.n_edges
+        if action.shape != (b, e):
+            raise ValueError(f"action: expected order quantities [batch={b}, edges={e}], got {tuple(action.shape)}")
+        src, dst, stores = self.edge_src.to(dev), self.edge_dst.to(dev), self.stores.to(dev)
+        order = action.clamp_min(0.0)
+        ship = self._feasible(order, state["onhand"], src, dev)
+        from_node = src.clamp_min(0)
+        internal = (src != SUPPLIER).float()
+        onhand = state["onhand"] - torch.zeros_like(state["onhand"]).index_add(
+            1, from_node, ship * internal
+        )
+        placed = ship.unsqueeze(-1) * state["lead_onehot"]  # [B, E, slots + 1]
+        onhand = onhand.index_add(1, dst, placed[..., 0])
+        pipeline = state["pipeline"] + placed[..., 1:]
+
+        demand = trace["demand"][:, t]
+        store_stock = onhand[:, stores]
+        if self.params.lost_sales:
+            sales = torch.minimum(store_stock.clamp_min(0.0), demand)
+            shortfall = demand - sales
+            after = store_stock - sales
+        else:
+            after = store_stock - demand
+            sales = torch.minimum(store_stock.clamp_min(0.0), demand)
+            shortfall = (-after).clamp_min(0.0)
+        onhand = onhand.clone()
+        onhand[:, stores] = after
+        holding_cost = (state["holding"] * onhand.clamp_min(0.0)).sum(-1)
+        underage_cost = (state["penalty"] * shortfall).sum(-1)
+        ordering_cost = (state["order_cost"] * ship).sum(-1)
+        cost = holding_cost + underage_cost + ordering_cost
+
+        arrivals = pipeline[..., 0]
+        onhand = onhand.index_add(1, dst, arrivals)
+        pipeline = torch.cat([pipeline[..., 1:], torch.zeros_like(pipeline[..., :1])], dim=-1)
+        new_state = dict(state, onhand=onhand, pipeline=pipeline)
+        info = {
+            "cost": cost,
+            "holding_cost": holding_cost,
+            "underage_cost": underage_cost,
+            "ordering_cost": ordering_cost,
+            "demand": demand.sum(-1),
+            "sales": sales.sum(-1),
+            "shortfall": shortfall.sum(-1),
+            "shipped": ship.sum(-1),
+        }
+        return new_state, -cost, info
+
+    def _feasible(self, order: Tensor, onhand: Tensor, src: Tensor, dev) -> Tensor:
+        """Scale each source's orders down proportionally to its on-hand stock; a transshipment
+        centre forwards all of its stock in proportion to the orders (equal split if none)."""
+        b, n = onhand.shape
+        internal = src != SUPPLIER
+        from_node = src.clamp_min(0)
+        requested = torch.zeros(b, n, device=dev).index_add(1, from_node, order * internal)
+        available = onhand.clamp_min(0.0)
+        ratio = torch.where(
+            requested > available, available / requested.clamp_min(1e-9), torch.ones_like(available)
+        )
+        transship = self.is_transship.to(dev)
+        if transship.any():
+            out_degree = torch.zeros(n, device=dev).index_add(0, from_node, internal.float())
+            forced = available / requested.clamp_min(1e-9)
+            ratio = torch.where(transship & (requested > 1e-9), forced, ratio)
+            equal = available / out_degree.clamp_min(1.0)
+            ship_equal = equal[:, from_node]
+            use_equal = (transship & (requested <= 1e-9))[:, from_node]
+        ship = order * torch.where(internal, ratio[:, from_node], torch.ones_like(order))
+        if transship.any():
+            ship = torch.where(use_equal & internal, ship_equal, ship)
+        return ship
+
+    # -- helpers for heuristics, solvers and reports --------------------------------------
+    def demand_moments(self) -> tuple[Tensor, Tensor]:
+        """Per-period mean and standard deviation of each store's demand (before clipping)."""
+        d = self.params.demand
+        if d.kind == "poisson":
+            return d.mean.float(), d.mean.float().sqrt()
+        if d.kind == "normal":
+            return d.mean.float(), d.std.float()
+        return d.series.float().mean().reshape(1), d.series.float().std().reshape(1)
+
+    def cost_per_store_period(self, rewards: Tensor, warmup: int) -> Tensor:
+        """Each episode's mean cost per store per period after ``warmup`` periods ``[B]``."""
+        return -rewards[:, warmup:].mean(dim=1) / len(self.network.stores)
+
+
+# -- scenarios ---------------------------------------------------------------------------------
+
+
+def _rng(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def one_store_backlog(
+    lead_time: int = 4, penalty: float = 9.0, holding: float = 1.0, mean: float = 5.0,
+    std: float = 1.6, **kw,
+) -> InventorySimulator:
+    """One store, backlogged Normal(5, 1.6) demand clipped at 0; optimum is base-stock."""
+    params = InventoryParams(
+        network=Network(("store",), ((SUPPLIER, 0),)),
+        demand=Demand("normal", torch.tensor([float(mean)]), torch.tensor([float(std)])),
+        lead_time=lead_time, holding=holding, penalty=penalty, order_cost=0.0,
+        lost_sales=False, name="inventory/one_store_backlog", **kw,
+    )
+    return InventorySimulator(params)
+
+
+def one_store_lost(
+    lead_time: int = 4, penalty: float = 9.0, holding: float = 1.0, mean: float = 5.0, **kw
+) -> InventorySimulator:
+    """One store, lost sales, Poisson(5) demand; optimum by dynamic programming (Zipkin 2008)."""
+    params = InventoryParams(
+        network=Network(("store",), ((SUPPLIER, 0),)),
+        demand=Demand("poisson", torch.tensor([float(mean)])),
+        lead_time=lead_time, holding=holding, penalty=penalty, order_cost=0.0,
+        lost_sales=True, name="inventory/one_store_lost", **kw,
+    )
+    return InventorySimulator(params)
+
+
+def serial(
+    store_lead_time: int = 4, penalty: float = 9.0, mean: float = 5.0, std: float = 2.0,
+    holding: Sequence[float] = (0.1, 0.2, 0.5, 1.0), lead_times: Sequence[int] | None = None, **kw,
+) -> InventorySimulator:
+    """Four locations in series, supplier -> 0 -> 1 -> 2 (warehouse) -> 3 (store), backlogged
+    Normal(5, 2); upstream lead times 2, 4, 3 by default. Optimal: echelon base-stock."""
+    leads = list(lead_times) if lead_times is not None else [2, 4, 3, int(store_lead_time)]
+    n = len(holding)
+    if len(leads) != n:
+        raise ValueError(f"lead_times: one per location ({n}), got {len(leads)}")
+    params = InventoryParams(
+        network=Network(("warehouse",) * (n - 1) + ("store",),
+                        ((SUPPLIER, 0),) + tuple((i, i + 1) for i in range(n - 1))),
+        demand=Demand("normal", torch.tensor([float(mean)]), torch.tensor([float(std)])),
+        lead_time=leads, holding=list(holding), penalty=penalty, order_cost=0.0,
+        lost_sales=False, name="inventory/serial", **kw,
+    )
+    return InventorySimulator(params)
+
+
+def transshipment(
+    n_stores: int = 3, store_lead_time: int = 2, warehouse_lead_time: int = 3,
+    penalty: float = 9.0, holding: float = 1.0, correlation: float = 0.0, mean: float = 5.0,
+    std: float = 2.0, **kw,
+) -> InventorySimulator:
+    """A transshipment centre (holds no stock) feeding identical backlogged stores; bounded
+    below by a pooled newsvendor over the combined lead time."""
+    s = int(n_stores)
+    if s < 1:
+        raise ValueError(f"n_stores: must be >= 1, got {n_stores}")
+    params = InventoryParams(
+        network=Network(("transship",) + ("store",) * s,
+                        ((SUPPLIER, 0),) + tuple((0, i + 1) for i in range(s))),
+        demand=Demand("normal", torch.full((s,), float(mean)), torch.full((s,), float(std)),
+                      correlation=float(correlation)),
+        lead_time=[warehouse_lead_time] + [store_lead_time] * s,
+        holding=[0.0] + [holding] * s, penalty=penalty, order_cost=0.0, lost_sales=False,
+        name="inventory/transshipment", **kw,
+    )
+    return InventorySimulator(params)
+
+
+def one_warehouse(
+    n_stores: int = 10, instance_seed: int = 0, correlation: float = 0.5,
+    warehouse_holding: float = 0.3, warehouse_lead_time: int = 3, **kw,
+) -> InventorySimulator:
+    """One warehouse, many lost-sales stores with heterogeneous costs and demand, sampled
+    from the HDPO paper's ranges with ``instance_seed``."""
+    s = int(n_stores)
+    if s < 1:
+        raise ValueError(f"n_stores: must be >= 1, got {n_stores}")
+    g = _rng(instance_seed)
+    u = lambda lo, hi: lo + (hi - lo) * torch.rand(s, generator=g)  # noqa: E731
+    mean, cv = u(2.5, 7.5), u(0.25, 0.5)
+    store_h, store_p = u(0.7, 1.3), u(6.3, 11.7)
+    store_lead = torch.randint(2, 4, (s,), generator=g)
+    params = InventoryParams(
+        network=Network(("warehouse",) + ("store",) * s,
+                        ((SUPPLIER, 0),) + tuple((0, i + 1) for i in range(s))),
+        demand=Demand("normal", mean, mean * cv, correlation=float(correlation)),
+        lead_time=torch.cat([torch.tensor([warehouse_lead_time]), store_lead]),
+        holding=torch.cat([torch.tensor([warehouse_holding]), store_h]), penalty=store_p,
+        order_cost=0.0, lost_sales=True, name="inventory/one_warehouse", **kw,
+    )
+    return InventorySimulator(params)
+
+
+def many_warehouses(
+    n_warehouses: int = 3, n_stores: int = 10, links_per_store: int = 2, instance_seed: int = 0,
+    correlation: float = 0.5, **kw,
+) -> InventorySimulator:
+    """Several warehouses, each store linked to ``links_per_store`` of them with its own lead
+    time and per-unit shipping cost; lost sales; instance drawn with ``instance_seed``."""
+    w, s = int(n_warehouses), int(n_stores)
+    if w < 1 or s < 1:
+        raise ValueError("n_warehouses, n_stores: must be >= 1")
+    if not 1 <= links_per_store <= w:
+        raise ValueError(f"links_per_store: must lie in [1, n_warehouses={w}]")
+    g = _rng(instance_seed)
+    u = lambda lo, hi, k: lo + (hi - lo) * torch.rand(k, generator=g)  # noqa: E731
+    edges = [(SUPPLIER, i) for i in range(w)]
+    for j in range(s):
+        linked = torch.randperm(w, generator=g)[:links_per_store].sort().values
+        edges += [(int(i), w + j) for i in linked]
+    # every warehouse must ship somewhere: link an unused one to a random store
+    for i in range(w):
+        if not any(src == i for src, _ in edges):
+            edges.append((i, w + int(torch.randint(s, (1,), generator=g))))
+    e_store = len(edges) - w
+    mean, cv = u(2.5, 7.5, s), u(0.25, 0.5, s)
+    params = InventoryParams(
+        network=Network(("warehouse",) * w + ("store",) * s, tuple(edges)),
+        demand=Demand("normal", mean, mean * cv, correlation=float(correlation)),
+        lead_time=torch.cat([torch.randint(2, 5, (w,), generator=g),
+                             torch.randint(1, 4, (e_store,), generator=g)]),
+        holding=torch.cat([u(0.2, 0.4, w), u(0.7, 1.3, s)]), penalty=u(6.3, 11.7, s),
+        order_cost=torch.cat([torch.zeros(w), u(0.0, 0.3, e_store)]), lost_sales=True,
+        name="inventory/many_warehouses", **kw,
+    )
+    return InventorySimulator(params)
+
+
+def load_demand_series(path: str | Path) -> Tensor:
+    """Read per-product demand series from CSV or Parquet: either long format with columns
+    (product, period, demand) or wide format with one row per product and one column per period.
+    Returns ``[products, periods]``; NaN or negative demand is a ValueError naming the file."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"path: demand file {str(path)!r} does not exist")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        frame = pd.read_parquet(path)
+    elif path.suffix.lower() in (".csv", ".txt"):
+        frame = pd.read_csv(path)
+    else:
+        raise ValueError(f"path: {path.name!r} must be a .csv or .parquet file")
+    cols = {c.lower(): c for c in frame.columns}
+    if {"product", "period", "demand"} <= set(cols):
+        frame = frame.pivot(index=cols["product"], columns=cols["period"], values=cols["demand"])
+    else:
+        frame = frame.set_index(frame.columns[0])
+    try:
+        values = torch.tensor(frame.to_numpy(dtype="float64"))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path.name}: demand values must be numeric ({err})") from None
+    if values.numel() == 0:
+        raise ValueError(f"{path.name}: no demand values found")
+    if torch.isnan(values).any():
+        row, col = map(int, torch.nonzero(torch.isnan(values))[0])
+        raise ValueError(f"{path.name}: demand is missing (NaN) for product {frame.index[row]!r}, "
+                         f"period {frame.columns[col]!r}")
+    if (values < 0).any():
+        raise ValueError(f"{path.name}: demand must be non-negative")
+    return values.float()
+
+
+def real_data(
+    path: str | Path | None = None, lead_time: int = 4, penalty: float = 9.0, holding: float = 1.0,
+    lost_sales: bool = True, demand_lags: int = 8, horizon: int = 52, warmup: int = 12, **kw,
+) -> InventorySimulator:
+    """One store per product, replaying real weekly demand windows from ``path``."""
+    if path is None:
+        raise ValueError("path: inventory/real_data needs --set path=FILE.csv (or .parquet)")
+    series = load_demand_series(path)
+    params = InventoryParams(
+        network=Network(("store",), ((SUPPLIER, 0),)),
+        demand=Demand("series", series.mean(1), series=series),
+        lead_time=lead_time, holding=holding, penalty=penalty, order_cost=0.0,
+        lost_sales=lost_sales, demand_lags=demand_lags, horizon=horizon, warmup=warmup,
+        eval_horizon=kw.pop("eval_horizon", series.shape[1]),
+        eval_warmup=kw.pop("eval_warmup", min(demand_lags + lead_time, series.shape[1] - 1)),
+        name="inventory/real_data", extras={"path": str(path)}, **kw,
+    )
+    return InventorySimulator(params)
