@@ -40,7 +40,12 @@ class Scenario:
             raise ValueError(
                 f"{self.name}: unknown parameter {unknown[0]!r}; allowed: {', '.join(allowed)}"
             )
-        return factory(**params)
+        try:
+            return factory(**params)
+        except TypeError as err:  # e.g. a string where a number belongs
+            raise ValueError(f"{self.name}: bad parameter value ({err})") from None
+        except RuntimeError as err:  # torch's complaint about a malformed value
+            raise ValueError(f"{self.name}: bad parameter value ({err})") from None
 
     def parameters(self) -> dict[str, Any]:
         return _parameters(_load(self.factory))

@@ -13,7 +13,7 @@ from scipy.stats import norm
 from torch import Tensor, nn
 
 from oprl.core import Observation, Trace, rollout
-from simulators.inventory import SUPPLIER, InventorySimulator
+from simulators.inventory import InventorySimulator
 
 
 def inventory_position(obs: Observation, slots: int) -> Tensor:
@@ -22,18 +22,18 @@ def inventory_position(obs: Observation, slots: int) -> Tensor:
     return nodes[..., 0] + nodes[..., 1 : 1 + slots].sum(-1)
 
 
-def _single_inbound_edges(sim: InventorySimulator) -> Tensor:
-    """Index of the one inbound edge of each location; base-stock rules need exactly one."""
-    inbound = []
+def primary_inbound_edges(sim: InventorySimulator) -> Tensor:
+    """The edge each location orders on under a base-stock rule: its only inbound edge, or,
+    where it has several, the one with the shortest lead time (then the lowest order cost)."""
+    lead = sim.params.lead_time.float()
+    cost = sim.params.order_cost
+    lead = lead.mean(0) if lead.dim() == 2 else lead
+    cost = cost.mean(0) if cost.dim() == 2 else cost
+    chosen = []
     for node in range(sim.network.n_nodes):
         edges = sim.network.inbound(node)
-        if len(edges) != 1:
-            raise ValueError(
-                f"policy: base-stock rules need exactly one inbound edge per location; "
-                f"location {node} has {len(edges)}"
-            )
-        inbound.append(edges[0])
-    return torch.tensor(inbound)
+        chosen.append(min(edges, key=lambda e: (float(lead[e]), float(cost[e]), e)))
+    return torch.tensor(chosen)
 
 
 class _LevelPolicy(nn.Module):
@@ -45,7 +45,7 @@ class _LevelPolicy(nn.Module):
         if levels.dim() == 0:
             levels = levels.expand(sim.network.n_nodes).clone()
         self.register_buffer("levels", levels)
-        self.register_buffer("edge_of_node", _single_inbound_edges(sim))
+        self.register_buffer("edge_of_node", primary_inbound_edges(sim))
 
     def _orders_by_node(self, obs: Observation) -> Tensor:
         raise NotImplementedError
@@ -95,7 +95,8 @@ class EchelonBaseStock(_LevelPolicy):
 
 def newsvendor_levels(sim: InventorySimulator) -> Tensor:
     """Base-stock levels from a Normal approximation of each store's demand over its lead time
-    plus one period at the critical ratio p/(p+h); non-store levels cover their echelon's mean."""
+    plus one period at the critical ratio p/(p+h); an upstream location covers the mean demand
+    of the stores it serves over its own lead time plus one period."""
     mean, std = sim.demand_moments()
     p = sim.params
     lead = p.lead_time.float()
@@ -104,15 +105,15 @@ def newsvendor_levels(sim: InventorySimulator) -> Tensor:
     levels = torch.zeros(sim.network.n_nodes)
     holding = p.holding if p.holding.dim() == 1 else p.holding.mean(0)
     penalty = p.penalty if p.penalty.dim() == 1 else p.penalty.mean(0)
+    primary = primary_inbound_edges(sim)
     for i, store in enumerate(sim.network.stores):
-        cover = lead[sim.network.inbound(store)].max() + 1
+        cover = lead[primary[store]] + 1
         ratio = float(penalty[i] / (penalty[i] + holding[store]))
         levels[store] = mean[i] * cover + float(norm.ppf(ratio)) * std[i] * cover.sqrt()
     for node in range(sim.network.n_nodes):
         if sim.network.kinds[node] != "store":
             served = [i for i, s in enumerate(sim.network.stores) if s in sim.network.downstream(node)]
-            cover = lead[sim.network.inbound(node)].max()
-            levels[node] = mean[served].sum() * cover
+            levels[node] = mean[served].sum() * (lead[primary[node]] + 1)
     return levels.clamp_min(0.0)
 
 
@@ -133,6 +134,22 @@ def evaluate_levels(
     return sim.cost_per_store_period(result.rewards, warmup).view(k, b).mean(1)
 
 
+def _coordinate_search(
+    evaluate: Callable[[Tensor], Tensor], x: Tensor, span: Tensor, groups: list[list[int]],
+    rounds: int, grid: int,
+) -> Tensor:
+    """Minimise ``evaluate`` (candidates ``[K, D]`` -> costs ``[K]``) one group of coordinates
+    at a time; a group moves its members together by the same relative step."""
+    for _ in range(rounds):
+        for group in groups:
+            steps = torch.linspace(-1, 1, grid)
+            cands = x.repeat(grid, 1)
+            cands[:, group] = (x[group] + steps[:, None] * span[group]).clamp_min(0.0)
+            x = cands[int(evaluate(cands).argmin())]
+        span = span / 4
+    return x
+
+
 def tune_base_stock(
     sim: InventorySimulator,
     trace: Trace,
@@ -142,20 +159,20 @@ def tune_base_stock(
     grid: int = 21,
 ) -> Tensor:
     """Best base-stock (or echelon base-stock) levels found by coordinate search around the
-    newsvendor levels, every grid of candidates evaluated in one batched rollout."""
+    newsvendor levels, every grid of candidates evaluated in one batched rollout. With many
+    stores the stores move together (one group) and each upstream location alone, which keeps
+    the search to a few rollouts whatever the network size."""
     cls = EchelonBaseStock if echelon else BaseStock
+    net = sim.network
     levels = newsvendor_levels(sim)
     if echelon:
-        levels = torch.stack([levels[sim.network.downstream(n)].sum() for n in range(len(levels))])
-    span = levels.clamp_min(1.0) * 0.5
-    for _ in range(rounds):
-        for node in range(len(levels)):
-            cands = levels.repeat(grid, 1)
-            cands[:, node] = (levels[node] + torch.linspace(-1, 1, grid) * span[node]).clamp_min(0)
-            costs = evaluate_levels(sim, lambda lv: cls(sim, lv), cands, trace, warmup)
-            levels = cands[int(costs.argmin())]
-        span = span / 4
-    return levels
+        levels = torch.stack([levels[net.downstream(n)].sum() for n in range(len(levels))])
+    upstream = [[n] for n in range(net.n_nodes) if net.kinds[n] != "store"]
+    stores = [[n] for n in net.stores] if len(net.stores) <= 4 else [net.stores]
+    return _coordinate_search(
+        lambda c: evaluate_levels(sim, lambda lv: cls(sim, lv), c, trace, warmup),
+        levels, levels.clamp_min(1.0) * 0.5, upstream + stores, rounds, grid,
+    )
 
 
 def tune_capped_base_stock(
@@ -186,5 +203,64 @@ def tune_capped_base_stock(
     return level, cap
 
 
-def supplier_edges(sim: InventorySimulator) -> list[int]:
-    return [e for e, (src, _) in enumerate(sim.network.edges) if src == SUPPLIER]
+class AdaptiveNewsvendor(nn.Module):
+    """Order up to mean + z * std of the demand over lead time + 1 periods, both estimated
+    from the demand lags in the observation: the classic practitioner's rule on real data."""
+
+    def __init__(self, sim: InventorySimulator, z: Tensor | float) -> None:
+        super().__init__()
+        if sim.params.demand_lags < 2:
+            raise ValueError("demand_lags: the adaptive newsvendor needs at least 2 demand lags")
+        self.slots = sim.slots
+        self.lags = sim.params.demand_lags
+        self.register_buffer("z", torch.as_tensor(z, dtype=torch.float32))
+        self.register_buffer("edge_of_node", primary_inbound_edges(sim))
+        self.register_buffer("cover", sim.params.lead_time.float()[..., primary_inbound_edges(sim)] + 1)
+        self.n_edges = sim.network.n_edges
+
+    def forward(self, obs: Observation) -> Tensor:
+        nodes = obs["nodes"][:, :-1]
+        lags = nodes[..., -self.lags :]
+        seen = (lags.abs().sum(-1, keepdim=True) > 0).float()  # before any demand: use nothing
+        mean, std = lags.mean(-1), lags.std(-1)
+        z = self.z if self.z.dim() < 1 else self.z.view(-1, *([1] * (mean.dim() - 1)))
+        target = (mean * self.cover + z * std * self.cover.sqrt()) * seen.squeeze(-1)
+        per_node = (target - inventory_position(obs, self.slots)).clamp_min(0.0)
+        action = torch.zeros(per_node.shape[0], self.n_edges, device=per_node.device)
+        return action.index_copy(1, self.edge_of_node, per_node)
+
+
+def tune_scalar(
+    sim: InventorySimulator, make_policy: Callable[[Tensor], nn.Module], values: Tensor,
+    trace: Trace, warmup: int,
+) -> float:
+    """The best of a grid of scalar settings, all evaluated in one batched rollout."""
+    costs = evaluate_levels(sim, lambda v: make_policy(v.squeeze(-1)), values[:, None], trace, warmup)
+    return float(values[int(costs.argmin())])
+
+
+def inventory_heuristics(
+    sim: InventorySimulator, trace: Trace, warmup: int
+) -> dict[str, nn.Module]:
+    """The classical policies that apply to ``sim``, each tuned on ``trace`` (training traces,
+    never the evaluation traces)."""
+    net = sim.network
+    policies: dict[str, nn.Module] = {}
+    if sim.params.demand.kind == "series":
+        z = tune_scalar(sim, lambda v: AdaptiveNewsvendor(sim, v), torch.linspace(-1, 3, 41),
+                        trace, warmup)
+        policies["newsvendor (adaptive)"] = AdaptiveNewsvendor(sim, z)
+        levels = tune_base_stock(sim, trace, warmup)
+        policies["base-stock"] = BaseStock(sim, levels)
+        return policies
+    policies["newsvendor"] = BaseStock(sim, newsvendor_levels(sim))
+    policies["base-stock"] = BaseStock(sim, tune_base_stock(sim, trace, warmup))
+    if sim.params.lost_sales and net.n_nodes == 1:
+        level, cap = tune_capped_base_stock(sim, trace, warmup)
+        policies["capped base-stock"] = CappedBaseStock(sim, level, cap)
+    multi_echelon = any(k != "store" for k in net.kinds)
+    if multi_echelon and all(len(net.inbound(n)) == 1 for n in range(net.n_nodes)):
+        policies["echelon base-stock"] = EchelonBaseStock(
+            sim, tune_base_stock(sim, trace, warmup, echelon=True)
+        )
+    return policies

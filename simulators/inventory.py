@@ -195,7 +195,7 @@ def _check_finite_nonneg(name: str, value: Tensor) -> None:
 
 def _as_float(name: str, value: float | Sequence[float] | Tensor, size: int) -> Tensor:
     """A cost vector ``[size]`` or per-sample ``[batch, size]``; scalars broadcast."""
-    t = torch.as_tensor(value, dtype=torch.float32)
+    t = _tensor(name, value, torch.float32)
     if t.dim() == 0:
         t = t.expand(size).clone()
     if t.shape[-1] != size or t.dim() > 2:
@@ -204,8 +204,15 @@ def _as_float(name: str, value: float | Sequence[float] | Tensor, size: int) -> 
     return t
 
 
+def _tensor(name: str, value, dtype=None) -> Tensor:
+    try:
+        return torch.as_tensor(value, dtype=dtype)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name}: must be a number or a list of numbers, got {value!r}") from None
+
+
 def _as_lead_times(value: int | Sequence[int] | Tensor, size: int) -> Tensor:
-    t = torch.as_tensor(value)
+    t = _tensor("lead_time", value)
     if t.is_floating_point():
         if not torch.isfinite(t).all() or (t != t.round()).any():
             raise ValueError("lead_time: must be whole numbers of periods (0, 1, 2, ...)")
@@ -269,20 +276,23 @@ class InventoryParams:
         return int(self.lead_time.max())
 
 
-def _per_sample(value: Tensor, batch: int, device: torch.device) -> Tensor:
+def _per_sample(name: str, value: Tensor, batch: int, device: torch.device) -> Tensor:
     """Broadcast a ``[size]`` or ``[batch, size]`` parameter to ``[batch, size]``."""
     value = value.to(device)
     if value.dim() == 1:
         return value.unsqueeze(0).expand(batch, -1)
     if value.shape[0] != batch:
         raise ValueError(
-            f"per-sample parameter has batch {value.shape[0]} but the trace has batch {batch}"
+            f"{name}: per-sample parameter has batch {value.shape[0]} but the trace has batch {batch}"
         )
     return value
 
 
 class InventorySimulator:
     """Batched inventory network; see the module docstring for the order of events."""
+
+    metric_name = "cost/store/period"
+    lower_is_better = True
 
     def __init__(self, params: InventoryParams) -> None:
         self.params = params
@@ -322,6 +332,10 @@ class InventorySimulator:
         return Trace({"demand": demand.to(device)}, seed=seed)
 
     def check_trace(self, trace: Trace) -> None:
+        if "demand" not in trace.data:
+            raise ValueError(
+                f"trace.demand: required [batch, horizon, stores]; trace holds {sorted(trace.data)}"
+            )
         demand = trace["demand"]
         s = len(self.network.stores)
         if demand.dim() != 3 or demand.shape[-1] != s:
@@ -336,17 +350,17 @@ class InventorySimulator:
         onhand = (
             torch.zeros(b, n, device=dev)
             if p.initial_onhand is None
-            else _per_sample(p.initial_onhand, b, dev).clone()
+            else _per_sample("initial_onhand", p.initial_onhand, b, dev).clone()
         )
-        lead = _per_sample(p.lead_time, b, dev)
+        lead = _per_sample("lead_time", p.lead_time, b, dev)
         return {
             "onhand": onhand,
             "pipeline": torch.zeros(b, e, self.slots, device=dev),
             "lead_time": lead,
             "lead_onehot": torch.nn.functional.one_hot(lead, self.slots + 1).float(),
-            "holding": _per_sample(p.holding, b, dev),
-            "penalty": _per_sample(p.penalty, b, dev),
-            "order_cost": _per_sample(p.order_cost, b, dev),
+            "holding": _per_sample("holding", p.holding, b, dev),
+            "penalty": _per_sample("penalty", p.penalty, b, dev),
+            "order_cost": _per_sample("order_cost", p.order_cost, b, dev),
         }
 
     def observe(self, state: State, t: int, trace: Trace) -> Observation:
@@ -410,7 +424,11 @@ class InventorySimulator:
         dev = state["onhand"].device
         e = self.network.n_edges
         if action.shape != (b, e):
-            raise ValueError(f"action: expected order quantities [batch={b}, edges={e}], got {tuple(action.shape)}")
+            raise ValueError(
+                f"action: expected order quantities [batch={b}, edges={e}], got {tuple(action.shape)}"
+            )
+        if not action.is_cuda and not torch.isfinite(action).all():  # no per-step GPU sync
+            raise ValueError("action: order quantities must be finite (no NaN or inf)")
         src, dst, stores = self.edge_src.to(dev), self.edge_dst.to(dev), self.stores.to(dev)
         order = action.clamp_min(0.0)
         ship = self._feasible(order, state["onhand"], src, dev)
@@ -494,6 +512,8 @@ class InventorySimulator:
         """Each episode's mean cost per store per period after ``warmup`` periods ``[B]``."""
         return -rewards[:, warmup:].mean(dim=1) / len(self.network.stores)
 
+    episode_metric = cost_per_store_period
+
 
 # -- scenarios ---------------------------------------------------------------------------------
 
@@ -535,10 +555,11 @@ def serial(
 ) -> InventorySimulator:
     """Four locations in series, supplier -> 0 -> 1 -> 2 (warehouse) -> 3 (store), backlogged
     Normal(5, 2); upstream lead times 2, 4, 3 by default. Optimal: echelon base-stock."""
-    leads = list(lead_times) if lead_times is not None else [2, 4, 3, int(store_lead_time)]
+    leads = (torch.as_tensor(lead_times) if lead_times is not None
+             else torch.tensor([2, 4, 3, int(store_lead_time)]))
     n = len(holding)
-    if len(leads) != n:
-        raise ValueError(f"lead_times: one per location ({n}), got {len(leads)}")
+    if leads.dim() == 0 or leads.shape[-1] != n:
+        raise ValueError(f"lead_times: one per location ({n}), got shape {tuple(leads.shape)}")
     params = InventoryParams(
         network=Network(("warehouse",) * (n - 1) + ("store",),
                         ((SUPPLIER, 0),) + tuple((i, i + 1) for i in range(n - 1))),
@@ -648,6 +669,8 @@ def load_demand_series(path: str | Path) -> Tensor:
         raise ValueError(f"path: {path.name!r} must be a .csv or .parquet file")
     cols = {c.lower(): c for c in frame.columns}
     if {"product", "period", "demand"} <= set(cols):
+        if frame.duplicated([cols["product"], cols["period"]]).any():
+            raise ValueError(f"{path.name}: more than one demand row for the same (product, period)")
         frame = frame.pivot(index=cols["product"], columns=cols["period"], values=cols["demand"])
     else:
         frame = frame.set_index(frame.columns[0])

@@ -1,0 +1,218 @@
+"""The Python API behind the CLI: ``train``, ``benchmark`` and ``solve``.
+
+``oprl.train('inventory/one_store_lost', {'lead_time': 4})`` trains the scenario's default
+policy with its default algorithm; ``oprl.benchmark(...)`` trains (or loads) it, tunes the
+classical heuristics on training traces, computes the solver references on the evaluation
+traces and scores everything on those same traces.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from oprl import registry
+from oprl.core import resolve_device
+from oprl.evaluate import Entry, evaluate
+from oprl.runs import RunDir, write_csv
+from solvers.result import SolverResult
+
+POLICIES = ("mlp", "gnn")
+ALGORITHMS = ("hdpo",)
+EVAL_SEED, TUNE_SEED = 1_234_567, 7_654_321
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in params.items()}
+
+
+def make_policy(kind: str, sim) -> nn.Module:
+    """A fresh learned policy of ``kind`` ('mlp' or 'gnn') sized for ``sim``."""
+    if kind == "mlp":
+        from policies.mlp import MLPPolicy
+
+        return MLPPolicy(sim)
+    if kind == "gnn":
+        from policies.gnn import GNNPolicy
+
+        return GNNPolicy(sim)
+    raise ValueError(f"policy: unknown {kind!r}; allowed: {', '.join(POLICIES)}")
+
+
+@dataclass
+class TrainOutcome:
+    """A trained policy, where its run folder is, and how training went."""
+
+    run_dir: Path
+    policy: nn.Module
+    history: list[dict[str, float]]
+    best_step: int
+    steps_done: int
+    wall_s: float
+
+
+def train(
+    scenario: str,
+    params: dict[str, Any] | None = None,
+    *,
+    algo: str | None = None,
+    policy: str | None = None,
+    steps: int | None = None,
+    device: str | None = "cpu",
+    out: str | Path | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    progress: bool = False,
+    **hyper: Any,
+) -> TrainOutcome:
+    """Train a policy on ``scenario`` into the run folder ``out`` (checkpoint after every dev
+    evaluation; ``resume=True`` continues a killed run from its last checkpoint)."""
+    spec = registry.get(scenario)
+    params = dict(params or {})
+    out = Path(out) if out is not None else Path("runs") / scenario.replace("/", "-")
+    config = {
+        "scenario": scenario, "params": _jsonable(params), "algo": algo or spec.algorithm,
+        "policy": policy or spec.policy, "seed": seed,
+        "hyper": {**spec.train_defaults, **hyper}, "steps": steps,
+    }
+    run = RunDir(out)
+    saved = run.create(config, resume=resume)
+    if resume:  # the saved configuration decides what the run is; only the budget may grow
+        config = {**saved, "steps": steps if steps is not None else saved["steps"]}
+    if config["algo"] not in ALGORITHMS:
+        raise ValueError(f"algo: unknown {config['algo']!r}; allowed: {', '.join(ALGORITHMS)}")
+    sim = spec.build(**config["params"])
+    net = make_policy(config["policy"], sim)
+    hyper = dict(config["hyper"])
+    total = int(config["steps"] if config["steps"] is not None else hyper.pop("steps", 1000))
+    hyper.pop("steps", None)
+    checkpoint = run.load_checkpoint()
+    start_state = checkpoint["train_state"] if checkpoint else None
+
+    from oprl.algorithms.hdpo import train_hdpo
+
+    bar = _progress(total, progress, start_state["step"] if start_state else 0)
+
+    def on_eval(step, policy_, optimizer, history, state):
+        run.save_checkpoint({"scenario": scenario, "config": config, "train_state": state})
+        run.save_metrics(history)
+        if bar is not None:
+            bar.update(step - bar.n)
+            bar.set_postfix(dev_cost=f"{history[-1]['dev_cost']:.4f}")
+
+    result = train_hdpo(sim, net, steps=total, seed=seed, device=device, callback=on_eval,
+                        start_state=start_state, **hyper)
+    if bar is not None:
+        bar.close()
+    run.save_checkpoint({
+        "scenario": scenario, "config": config,
+        "train_state": (run.load_checkpoint() or {}).get("train_state"),
+        "best_policy": {k: v.cpu() for k, v in result.policy.state_dict().items()},
+        "best_step": result.best_step, "steps_done": result.steps_done, "wall_s": result.wall_s,
+    })
+    run.save_metrics(result.history)
+    return TrainOutcome(out, result.policy, result.history, result.best_step,
+                        result.steps_done, result.wall_s)
+
+
+def _progress(total: int, enabled: bool, start: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc="train", unit="step", leave=False)
+
+
+def load_policy(run_dir: str | Path, scenario: str | None = None) -> tuple[nn.Module, dict]:
+    """The best policy of a finished run; a run of another scenario is a ValueError."""
+    run = RunDir(run_dir)
+    config = run.config()
+    if scenario is not None and config["scenario"] != scenario:
+        raise ValueError(
+            f"run: {run_dir} was trained on {config['scenario']!r}, not {scenario!r}"
+        )
+    checkpoint = run.load_checkpoint()
+    if checkpoint is None or "best_policy" not in checkpoint:
+        raise ValueError(f"run: {run_dir} has no finished policy; resume it with --resume")
+    sim = registry.make(config["scenario"], **config["params"])
+    net = make_policy(config["policy"], sim)
+    net.load_state_dict(checkpoint["best_policy"])
+    return net, checkpoint
+
+
+def solve(
+    scenario: str, params: dict[str, Any] | None = None, *, episodes: int = 16,
+    horizon: int | None = None, device: str | None = "cpu", seed: int = EVAL_SEED,
+) -> list[SolverResult]:
+    """The scenario's reference solvers on ``episodes`` evaluation traces."""
+    spec = registry.get(scenario)
+    sim = spec.build(**(params or {}))
+    horizon = horizon or sim.params.eval_horizon
+    warmup = min(sim.params.eval_warmup, horizon - 1)
+    trace = sim.sample_trace(episodes, horizon, seed=seed, device=resolve_device(device))
+    return registry._load(spec.references)(sim, trace, warmup)
+
+
+def benchmark(
+    scenario: str,
+    params: dict[str, Any] | None = None,
+    *,
+    train_steps: int | None = None,
+    run: str | Path | None = None,
+    policy: str | None = None,
+    device: str | None = "cpu",
+    eval_episodes: int = 256,
+    eval_horizon: int | None = None,
+    eval_warmup: int | None = None,
+    seed: int = 0,
+    csv: str | Path | None = None,
+    progress: bool = False,
+    log=print,
+) -> pd.DataFrame:
+    """Learned policy vs tuned heuristics vs solver references, all on the same traces."""
+    spec = registry.get(scenario)
+    params = dict(params or {})
+    dev = resolve_device(device)
+    if run is not None:
+        net, checkpoint = load_policy(run, scenario)
+        learned = Entry(f"{checkpoint['config']['algo']}-{checkpoint['config']['policy']}",
+                        net.to(dev), "learned",
+                        f"loaded; best of {checkpoint['steps_done']} steps at "
+                        f"{checkpoint['best_step']}", checkpoint["wall_s"])
+        params = checkpoint["config"]["params"]
+    sim = spec.build(**params)
+    horizon = eval_horizon or sim.params.eval_horizon
+    warmup = eval_warmup if eval_warmup is not None else min(sim.params.eval_warmup, horizon - 1)
+    if run is None:
+        log(f"[oprl] training {policy or spec.policy} with {spec.algorithm} on {scenario} ...")
+        with tempfile.TemporaryDirectory() as tmp:
+            outcome = train(scenario, params, policy=policy, steps=train_steps, device=device,
+                            out=Path(tmp) / "run", seed=seed, progress=progress)
+        learned = Entry(f"{spec.algorithm}-{policy or spec.policy}", outcome.policy.to(dev),
+                        "learned", f"trained {outcome.steps_done} steps, best at "
+                        f"{outcome.best_step}", outcome.wall_s)
+    log("[oprl] tuning heuristics on training traces ...")
+    start = time.perf_counter()
+    tune_trace = sim.sample_trace(64, min(horizon, 1000), seed=seed + TUNE_SEED, device=dev)
+    heuristics = registry._load(spec.heuristics)(sim, tune_trace, min(warmup, tune_trace.horizon // 3))
+    tune_s = time.perf_counter() - start
+    entries = [learned] + [
+        Entry(name, pol, "heuristic", "tuned on training traces", tune_s)
+        for name, pol in heuristics.items()
+    ]
+    log("[oprl] solving references on the evaluation traces ...")
+    trace = sim.sample_trace(eval_episodes, horizon, seed=seed + EVAL_SEED, device=dev)
+    references = registry._load(spec.references)(sim, trace, warmup)
+    log(f"[oprl] evaluating on {eval_episodes} episodes x {horizon} periods "
+        f"(first {warmup} not counted) ...")
+    frame = evaluate(sim, trace, warmup, entries, references)
+    if csv is not None:
+        write_csv(Path(csv), frame)
+    return frame

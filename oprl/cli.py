@@ -1,0 +1,134 @@
+"""The ``oprl`` command. Bad input is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import yaml
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """``["lead_time=4", "holding=[1, 2]"]`` -> ``{"lead_time": 4, "holding": [1, 2]}``."""
+    params: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set: expected KEY=VALUE, got {pair!r}")
+        try:
+            params[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            params[key.strip()] = raw
+    return params
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="oprl", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list scenarios and their parameters")
+
+    def common(q):
+        q.add_argument("scenario")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="scenario parameter (repeatable)")
+        q.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+        q.add_argument("--seed", type=int, default=0)
+
+    t = sub.add_parser("train", help="train a policy into a run folder")
+    common(t)
+    t.add_argument("--algo")
+    t.add_argument("--policy", choices=["mlp", "gnn"])
+    t.add_argument("--steps", type=int)
+    t.add_argument("--out")
+    t.add_argument("--resume", action="store_true")
+
+    e = sub.add_parser("evaluate", help="score a run's policy against heuristics and solvers")
+    e.add_argument("run_dir")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--episodes", type=int, default=256)
+    e.add_argument("--csv")
+
+    s = sub.add_parser("solve", help="run the scenario's reference solvers")
+    common(s)
+    s.add_argument("--episodes", type=int, default=16)
+
+    b = sub.add_parser("bench", help="learned policy vs heuristics vs solvers on the same traces")
+    common(b)
+    b.add_argument("--train-steps", type=int)
+    b.add_argument("--policy", choices=["mlp", "gnn"])
+    b.add_argument("--run", help="load the learned policy from this run folder")
+    b.add_argument("--episodes", type=int, default=256)
+    b.add_argument("--horizon", type=int)
+    b.add_argument("--csv")
+    b.add_argument("--plot", help="write a PNG of each policy's cost against the reference")
+    return p
+
+
+def _list() -> None:
+    from oprl.registry import SCENARIOS
+
+    for name, spec in sorted(SCENARIOS.items()):
+        print(f"{name:32s} {spec.description}")
+        params = ", ".join(f"{k}={v!r}" for k, v in spec.parameters().items() if v is not None)
+        print(f"{'':32s} params: {params}")
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "list":
+        _list()
+        return 0
+    from oprl import api
+    from oprl.evaluate import format_table
+
+    if args.command == "train":
+        outcome = api.train(args.scenario, parse_sets(args.set), algo=args.algo,
+                            policy=args.policy, steps=args.steps, device=args.device,
+                            out=args.out, resume=args.resume, seed=args.seed, progress=True)
+        last = outcome.history[-1]
+        print(f"run: {outcome.run_dir}  steps: {outcome.steps_done}  best dev cost "
+              f"{min(h['dev_cost'] for h in outcome.history):.4f} at step {outcome.best_step}  "
+              f"({last['wall_s']:.0f} s)")
+        from oprl.plots import learning_curve
+
+        learning_curve(outcome.history, outcome.run_dir / "learning_curve.png")
+    elif args.command == "evaluate":
+        from oprl.runs import RunDir
+
+        config = RunDir(args.run_dir).config()
+        frame = api.benchmark(config["scenario"], run=args.run_dir, device=args.device,
+                              eval_episodes=args.episodes, csv=args.csv,
+                              log=lambda m: print(m, file=sys.stderr))
+        print(format_table(frame))
+    elif args.command == "solve":
+        results = api.solve(args.scenario, parse_sets(args.set), episodes=args.episodes,
+                            device=args.device, seed=args.seed + api.EVAL_SEED)
+        for r in results:
+            print(f"{r.name:32s} {r.kind:12s} {r.objective:12.4f}  status: {r.status}  "
+                  f"({r.wall_s:.2f} s)")
+    elif args.command == "bench":
+        frame = api.benchmark(args.scenario, parse_sets(args.set), train_steps=args.train_steps,
+                              run=args.run, policy=args.policy, device=args.device,
+                              eval_episodes=args.episodes, eval_horizon=args.horizon,
+                              seed=args.seed, csv=args.csv, progress=True,
+                              log=lambda m: print(m, file=sys.stderr))
+        print(format_table(frame))
+        if args.plot:
+            from oprl.plots import benchmark_bars
+
+            benchmark_bars(frame, args.plot)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = run(argv)
+    except ValueError as err:
+        print(f"oprl: error: {err}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Score policies and solver references on exactly the same traces -> a pandas table.
+
+Every gap is paired: a policy and its reference are evaluated on the same episodes, so the
+gap's standard error comes from per-episode differences, not from two independent samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from oprl.core import Policy, Simulator, Trace, rollout
+from solvers.result import SolverResult
+
+COLUMNS = [
+    "scenario", "policy", "kind", "metric", "mean", "stderr", "reference", "reference_kind",
+    "gap_pct", "status", "wall_s",
+]
+# how trustworthy a reference is: an optimum beats a bound beats a best-known value
+_RANK = {"optimal": 0, "lower_bound": 1, "upper_bound": 1, "best_known": 2}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A policy to score, with how it came about (kind 'learned' or 'heuristic')."""
+
+    name: str
+    policy: Policy
+    kind: str
+    status: str = ""
+    wall_s: float = 0.0
+
+
+def episode_values(sim: Simulator, policy: Policy, trace: Trace, warmup: int) -> Tensor:
+    """The scenario's metric for every episode of ``trace`` ``[B]`` (no gradients)."""
+    with torch.no_grad():
+        result = rollout(sim, policy, trace)
+    return sim.episode_metric(result.rewards, warmup).double().cpu()
+
+
+def _stderr(values: Tensor) -> float:
+    n = values.numel()
+    return float(values.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
+
+
+def _reference_values(result: SolverResult, sim: Simulator, trace: Trace, warmup: int):
+    """Per-episode reference values and the episodes they cover (None: a scalar objective)."""
+    if result.policy is not None:
+        return episode_values(sim, result.policy, trace, warmup), torch.arange(trace.batch)
+    if result.per_trace is not None:
+        episodes = result.details.get("episodes")
+        episodes = torch.arange(len(result.per_trace)) if episodes is None else torch.as_tensor(episodes)
+        return result.per_trace.double().cpu(), episodes
+    return None, None
+
+
+def choose_reference(references: list[SolverResult]) -> SolverResult | None:
+    """The most trustworthy reference: solved to its solver's satisfaction, best kind first."""
+    usable = [r for r in references if r.status.split()[0] in ("optimal", "converged", "exact")]
+    pool = usable or references
+    return min(pool, key=lambda r: _RANK[r.kind]) if pool else None
+
+
+def evaluate(
+    sim: Simulator,
+    trace: Trace,
+    warmup: int,
+    entries: list[Entry],
+    references: list[SolverResult] = (),
+) -> pd.DataFrame:
+    """One row per policy and per solver: mean and standard error of the metric over the
+    episodes of ``trace``, and the paired gap in % to the chosen reference."""
+    metric = getattr(sim, "metric_name", "reward")
+    rows = []
+    ref = choose_reference(list(references))
+    ref_values, ref_episodes = (None, None)
+    if ref is not None:
+        ref_values, ref_episodes = _reference_values(ref, sim, trace, warmup)
+
+    def gap(values: Tensor) -> float:
+        if ref is None:
+            return float("nan")
+        if ref_values is None:
+            return 100.0 * (float(values.mean()) - ref.objective) / abs(ref.objective)
+        paired = values[ref_episodes]
+        return 100.0 * float((paired - ref_values).mean() / ref_values.mean().abs())
+
+    def row(name, kind, values, status, wall_s):
+        rows.append({
+            "scenario": sim.name, "policy": name, "kind": kind, "metric": metric,
+            "mean": float(values.mean()), "stderr": _stderr(values),
+            "reference": ref.name if ref else "", "reference_kind": ref.kind if ref else "",
+            "gap_pct": gap(values), "status": status, "wall_s": wall_s,
+        })
+
+    for result in references:
+        values, _ = _reference_values(result, sim, trace, warmup)
+        if values is None:
+            rows.append({
+                "scenario": sim.name, "policy": result.name, "kind": result.kind,
+                "metric": metric, "mean": result.objective, "stderr": float("nan"),
+                "reference": ref.name if ref else "", "reference_kind": ref.kind if ref else "",
+                "gap_pct": gap(torch.tensor([result.objective], dtype=torch.float64))
+                if ref_values is None else float("nan"),
+                "status": result.status, "wall_s": result.wall_s,
+            })
+        elif result is ref or result.policy is not None:
+            row(result.name, result.kind, values, result.status, result.wall_s)
+        else:  # a per-trace bound that is not the reference: gap on its own episodes
+            episodes = torch.as_tensor(result.details.get("episodes", range(len(values))))
+            rows.append({
+                "scenario": sim.name, "policy": result.name, "kind": result.kind,
+                "metric": metric, "mean": float(values.mean()), "stderr": _stderr(values),
+                "reference": ref.name if ref else "", "reference_kind": ref.kind if ref else "",
+                "gap_pct": float("nan") if ref_values is None or len(episodes) != len(ref_episodes)
+                else 100.0 * float((values - ref_values).mean() / ref_values.mean().abs()),
+                "status": result.status, "wall_s": result.wall_s,
+            })
+    for entry in entries:
+        values = episode_values(sim, entry.policy, trace, warmup)
+        row(entry.name, entry.kind, values, entry.status, entry.wall_s)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def format_table(frame: pd.DataFrame) -> str:
+    """A compact fixed-width table for the terminal."""
+    shown = frame[["policy", "kind", "mean", "stderr", "gap_pct", "status", "wall_s"]].copy()
+    shown["mean"] = shown["mean"].map(lambda v: f"{v:.4f}")
+    shown["stderr"] = shown["stderr"].map(lambda v: "" if math.isnan(v) else f"{v:.4f}")
+    shown["gap_pct"] = shown["gap_pct"].map(lambda v: "" if math.isnan(v) else f"{v:+.2f}%")
+    shown["wall_s"] = shown["wall_s"].map(lambda v: f"{v:.1f}")
+    header = ""
+    if len(frame):
+        first = frame.iloc[0]
+        header = (f"{first['scenario']}  metric: {first['metric']}  reference: "
+                  f"{first['reference']} ({first['reference_kind']})\n")
+    return header + shown.to_string(index=False)
