@@ -82,6 +82,7 @@ def evaluate(
         ref_values, ref_episodes = _reference_values(ref, sim, trace, warmup)
 
     def gap(values: Tensor) -> float:
+        """Paired gap of per-episode ``values`` (all episodes of the trace) to the reference."""
         if ref is None:
             return float("nan")
         if ref_values is None:
@@ -89,12 +90,13 @@ def evaluate(
         paired = values[ref_episodes]
         return 100.0 * float((paired - ref_values).mean() / ref_values.mean().abs())
 
-    def row(name, kind, values, status, wall_s):
+    def row(name, kind, values, status, wall_s, gap_pct=None):
         rows.append({
             "scenario": sim.name, "policy": name, "kind": kind, "metric": metric,
             "mean": float(values.mean()), "stderr": _stderr(values),
             "reference": ref.name if ref else "", "reference_kind": ref.kind if ref else "",
-            "gap_pct": gap(values), "status": status, "wall_s": wall_s,
+            "gap_pct": gap(values) if gap_pct is None else gap_pct,
+            "status": status, "wall_s": wall_s,
         })
 
     for result in references:
@@ -108,7 +110,9 @@ def evaluate(
                 if ref_values is None else float("nan"),
                 "status": result.status, "wall_s": result.wall_s,
             })
-        elif result is ref or result.policy is not None:
+        elif result is ref:
+            row(result.name, result.kind, values, result.status, result.wall_s, gap_pct=0.0)
+        elif result.policy is not None:
             row(result.name, result.kind, values, result.status, result.wall_s)
         else:  # a per-trace bound that is not the reference: gap on its own episodes
             episodes = torch.as_tensor(result.details.get("episodes", range(len(values))))

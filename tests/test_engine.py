@@ -1,0 +1,115 @@
+"""The engine: traces, rollout, paired evaluation, run folders and the registry."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+import oprl
+from oprl.core import Trace, rollout
+from oprl.evaluate import COLUMNS, Entry, choose_reference, evaluate
+from oprl.runs import RunDir, atomic_write
+from policies.heuristics import BaseStock
+from solvers.result import SolverResult
+
+
+def test_trace_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="batch, horizon"):
+        Trace({"a": torch.zeros(2, 5, 1), "b": torch.zeros(3, 5)})
+    with pytest.raises(ValueError, match="at least one"):
+        Trace({})
+
+
+def test_trace_select_and_properties():
+    trace = Trace({"demand": torch.arange(24.0).view(4, 6, 1)}, seed=3)
+    sub = trace.select(slice(1, 3))
+    assert (trace.batch, trace.horizon, sub.batch) == (4, 6, 2)
+    assert torch.equal(sub["demand"], trace["demand"][1:3])
+
+
+def test_make_rejects_unknown_scenario_and_parameter():
+    with pytest.raises(ValueError, match="unknown 'inventory/nope'"):
+        oprl.make("inventory/nope")
+    with pytest.raises(ValueError, match="unknown parameter 'leadtime'.*lead_time"):
+        oprl.make("inventory/one_store_lost", leadtime=3)
+
+
+def test_rollout_is_deterministic_given_the_trace():
+    sim = oprl.make("inventory/one_store_backlog", lead_time=2)
+    trace = sim.sample_trace(4, 50, seed=0)
+    policy = BaseStock(sim, 17.0)
+    a = rollout(sim, policy, trace).rewards
+    b = rollout(sim, policy, trace).rewards
+    assert torch.equal(a, b)
+    assert not torch.equal(a, rollout(sim, policy, sim.sample_trace(4, 50, seed=1)).rewards)
+
+
+def test_evaluate_pairs_gaps_on_the_same_episodes():
+    sim = oprl.make("inventory/one_store_backlog", lead_time=1)
+    trace = sim.sample_trace(16, 300, seed=0)
+    best, worse = BaseStock(sim, 12.0), BaseStock(sim, 16.0)
+    ref = SolverResult("ref", 0.0, "optimal", "optimal", 0.1, policy=best)
+    frame = evaluate(sim, trace, 100, [Entry("worse", worse, "heuristic")], [ref])
+    assert list(frame.columns) == COLUMNS
+    rows = frame.set_index("policy")
+    assert rows.loc["ref", "gap_pct"] == pytest.approx(0.0)
+    r = rollout(sim, worse, trace).rewards
+    q = rollout(sim, best, trace).rewards
+    expected = 100 * ((-r[:, 100:].mean(1)) - (-q[:, 100:].mean(1))).mean() / (-q[:, 100:].mean(1)).mean()
+    assert rows.loc["worse", "gap_pct"] == pytest.approx(float(expected), rel=1e-5)
+    assert rows.loc["worse", "reference_kind"] == "optimal"
+
+
+def test_evaluate_with_per_trace_bound_on_a_subset():
+    sim = oprl.make("inventory/one_store_backlog", lead_time=1)
+    trace = sim.sample_trace(8, 200, seed=0)
+    bound = SolverResult("lp", 1.0, "lower_bound", "optimal", 0.0,
+                         per_trace=torch.full((2,), 2.0), details={"episodes": [3, 5]})
+    frame = evaluate(sim, trace, 50, [Entry("bs", BaseStock(sim, 12.0), "heuristic")], [bound])
+    bs = frame.set_index("policy").loc["bs"]
+    values = -rollout(sim, BaseStock(sim, 12.0), trace).rewards[:, 50:].mean(1)
+    assert bs["gap_pct"] == pytest.approx(100 * (float(values[[3, 5]].mean()) - 2.0) / 2.0, rel=1e-5)
+
+
+def test_choose_reference_prefers_a_solved_optimum_and_reports_failures():
+    opt = SolverResult("dp", 1.0, "optimal", "converged", 0.0)
+    lb = SolverResult("lp", 0.9, "lower_bound", "optimal", 0.0)
+    failed = SolverResult("milp", 0.5, "optimal", "time_limit", 0.0)
+    assert choose_reference([lb, opt]) is opt
+    assert choose_reference([failed, lb]) is lb
+    with pytest.raises(ValueError, match="kind"):
+        SolverResult("x", 1.0, "guess", "ok", 0.0)
+
+
+def test_atomic_write_leaves_nothing_half_written(tmp_path):
+    target = tmp_path / "out.csv"
+    atomic_write(target, lambda p: p.write_text("old"))
+
+    def failing(p):
+        p.write_text("partial")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, failing)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_run_dir_refuses_overwrite_and_foreign_resume(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.create({"scenario": "inventory/serial"}, resume=False)
+    with pytest.raises(ValueError, match="already holds a run"):
+        run.create({"scenario": "inventory/serial"}, resume=False)
+    with pytest.raises(ValueError, match="holds a run of 'inventory/serial'"):
+        run.create({"scenario": "inventory/one_store_lost"}, resume=True)
+    with pytest.raises(ValueError, match="no run to resume"):
+        RunDir(tmp_path / "other").create({"scenario": "x"}, resume=True)
+
+
+def test_metric_table_is_a_dataframe_with_finite_numbers():
+    sim = oprl.make("inventory/one_store_lost", lead_time=1)
+    trace = sim.sample_trace(4, 100, seed=0)
+    frame = evaluate(sim, trace, 20, [Entry("bs", BaseStock(sim, 11.0), "heuristic")])
+    assert isinstance(frame, pd.DataFrame)
+    assert math.isfinite(frame["mean"].iloc[0]) and frame["mean"].iloc[0] > 0
