@@ -19,7 +19,7 @@ demo: install
 	$(VENV)/bin/oprl bench inventory/one_store_lost --set lead_time=4 --set penalty=9 --csv demo_results.csv
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check .

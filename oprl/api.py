@@ -154,10 +154,24 @@ def solve(
     """The scenario's reference solvers on ``episodes`` evaluation traces."""
     spec = registry.get(scenario)
     sim = spec.build(**(params or {}))
-    horizon = horizon or sim.params.eval_horizon
-    warmup = min(sim.params.eval_warmup, horizon - 1)
+    horizon, warmup = eval_window(sim, horizon, None)
     trace = sim.sample_trace(episodes, horizon, seed=seed, device=resolve_device(device))
     return registry._load(spec.references)(sim, trace, warmup)
+
+
+def eval_window(sim, horizon: int | None, warmup: int | None) -> tuple[int, int]:
+    """Evaluation periods and uncounted warm-up; a shorter horizon keeps the scenario's
+    warm-up fraction (e.g. 3,000 of 5,000)."""
+    p = sim.params
+    horizon = int(horizon or p.eval_horizon)
+    if horizon < 2:
+        raise ValueError(f"horizon: evaluation needs at least 2 periods, got {horizon}")
+    if warmup is None:
+        warmup = p.eval_warmup if horizon == p.eval_horizon else int(
+            horizon * p.eval_warmup / p.eval_horizon)
+    if not 0 <= warmup < horizon:
+        raise ValueError(f"eval_warmup: must lie in [0, {horizon}), got {warmup}")
+    return horizon, warmup
 
 
 def benchmark(
@@ -175,8 +189,11 @@ def benchmark(
     csv: str | Path | None = None,
     progress: bool = False,
     log=print,
+    train_hyper: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Learned policy vs tuned heuristics vs solver references, all on the same traces."""
+    """Learned policy vs tuned heuristics vs solver references, all on the same traces.
+
+    ``frame.attrs['history']`` holds the training history when the policy was trained here."""
     spec = registry.get(scenario)
     params = dict(params or {})
     dev = resolve_device(device)
@@ -188,13 +205,13 @@ def benchmark(
                         f"{checkpoint['best_step']}", checkpoint["wall_s"])
         params = checkpoint["config"]["params"]
     sim = spec.build(**params)
-    horizon = eval_horizon or sim.params.eval_horizon
-    warmup = eval_warmup if eval_warmup is not None else min(sim.params.eval_warmup, horizon - 1)
+    horizon, warmup = eval_window(sim, eval_horizon, eval_warmup)
     if run is None:
         log(f"[oprl] training {policy or spec.policy} with {spec.algorithm} on {scenario} ...")
         with tempfile.TemporaryDirectory() as tmp:
             outcome = train(scenario, params, policy=policy, steps=train_steps, device=device,
-                            out=Path(tmp) / "run", seed=seed, progress=progress)
+                            out=Path(tmp) / "run", seed=seed, progress=progress,
+                            **(train_hyper or {}))
         learned = Entry(f"{spec.algorithm}-{policy or spec.policy}", outcome.policy.to(dev),
                         "learned", f"trained {outcome.steps_done} steps, best at "
                         f"{outcome.best_step}", outcome.wall_s)
@@ -213,6 +230,7 @@ def benchmark(
     log(f"[oprl] evaluating on {eval_episodes} episodes x {horizon} periods "
         f"(first {warmup} not counted) ...")
     frame = evaluate(sim, trace, warmup, entries, references)
+    frame.attrs["history"] = outcome.history if run is None else []
     if csv is not None:
         write_csv(Path(csv), frame)
     return frame

@@ -59,10 +59,23 @@ def _reference_values(result: SolverResult, sim: Simulator, trace: Trace, warmup
 
 
 def choose_reference(references: list[SolverResult]) -> SolverResult | None:
-    """The most trustworthy reference: solved to its solver's satisfaction, best kind first."""
+    """The most trustworthy reference: solved to its solver's satisfaction, best kind first,
+    and among bounds of one kind the tightest (highest lower bound, lowest upper bound)."""
     usable = [r for r in references if r.status.split()[0] in ("optimal", "converged", "exact")]
     pool = usable or references
-    return min(pool, key=lambda r: _RANK[r.kind]) if pool else None
+    if not pool:
+        return None
+
+    def order(r: SolverResult):
+        tight = -r.objective if r.kind == "lower_bound" else r.objective
+        return (_RANK[r.kind], tight if r.kind in ("lower_bound", "upper_bound") else 0.0)
+
+    return min(pool, key=order)
+
+
+def _pct(diff: float, base: float) -> float:
+    """100 * diff / |base|; undefined (NaN) against a zero reference."""
+    return 100.0 * diff / abs(base) if abs(base) > 1e-12 else float("nan")
 
 
 def evaluate(
@@ -86,9 +99,9 @@ def evaluate(
         if ref is None:
             return float("nan")
         if ref_values is None:
-            return 100.0 * (float(values.mean()) - ref.objective) / abs(ref.objective)
+            return _pct(float(values.mean()) - ref.objective, ref.objective)
         paired = values[ref_episodes]
-        return 100.0 * float((paired - ref_values).mean() / ref_values.mean().abs())
+        return _pct(float((paired - ref_values).mean()), float(ref_values.mean()))
 
     def row(name, kind, values, status, wall_s, gap_pct=None):
         rows.append({
@@ -121,7 +134,7 @@ def evaluate(
                 "metric": metric, "mean": float(values.mean()), "stderr": _stderr(values),
                 "reference": ref.name if ref else "", "reference_kind": ref.kind if ref else "",
                 "gap_pct": float("nan") if ref_values is None or len(episodes) != len(ref_episodes)
-                else 100.0 * float((values - ref_values).mean() / ref_values.mean().abs()),
+                else _pct(float((values - ref_values).mean()), float(ref_values.mean())),
                 "status": result.status, "wall_s": result.wall_s,
             })
     for entry in entries:

@@ -130,6 +130,8 @@ def train_hdpo(
     """
     dev = resolve_device(device)
     params = getattr(sim, "params", None)
+    if params is None and (horizon is None or warmup is None):
+        raise ValueError("horizon, warmup: required when the simulator has no params defaults")
     horizon = int(horizon if horizon is not None else params.horizon)
     warmup = int(warmup if warmup is not None else params.warmup)
     dev_horizon = int(dev_horizon if dev_horizon is not None else horizon)
@@ -177,7 +179,8 @@ def train_hdpo(
             dev_cost = evaluate_cost(sim, policy, dev_trace, dev_warmup)
             _record(state, step, train_cost, dev_cost, policy, start_time)
             if callback is not None:
-                _call(callback, step, policy, optimizer, history, _snapshot(state, policy, optimizer))
+                _call(callback, step, policy, optimizer, history,
+                      lambda: _snapshot(state, policy, optimizer))
 
     policy.load_state_dict(state["best_state"])
     return HDPOResult(
@@ -192,14 +195,15 @@ def train_hdpo(
 
 
 def _call(callback: Callable[..., Any], step: int, policy: nn.Module,
-          optimizer: torch.optim.Optimizer, history: list, state: dict[str, Any]) -> None:
-    """Pass the resumable ``state`` only to callbacks that accept it."""
+          optimizer: torch.optim.Optimizer, history: list,
+          snapshot: Callable[[], dict[str, Any]]) -> None:
+    """Pass the resumable ``state`` (built only then) to callbacks that accept it."""
     sig = inspect.signature(callback)
     takes_state = "state" in sig.parameters or any(
         p.kind == p.VAR_KEYWORD for p in sig.parameters.values()
     )
     if takes_state:
-        callback(step, policy, optimizer, history, state=state)
+        callback(step, policy, optimizer, history, state=snapshot())
     else:
         callback(step, policy, optimizer, history)
 

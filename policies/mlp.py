@@ -1,0 +1,143 @@
+"""MLP policy for inventory networks, and the feature scaling shared with the GNN policy.
+
+Quantities (stock, pipelines, demand lags) are divided by a fixed per-location scale, the mean
+demand of everything the location supplies, so inputs are O(1) whatever the demand level, and
+the orders come out of ``softplus(.) * scale`` initialised to order the mean demand: training
+starts from a sensible policy instead of spending its first hundred steps finding the scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from oprl.core import Observation
+from simulators.inventory import SUPPLIER, InventorySimulator
+
+SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(SOFTPLUS_ONE) == 1
+LEAD_SCALE = 4.0  # typical lead time; keeps lead-time inputs O(1)
+
+
+def node_scales(sim: InventorySimulator) -> Tensor:
+    """Mean demand each location serves (its echelon), the supplier last: ``[N+1]``."""
+    mean = sim.demand_moments()[0].float()
+    net = sim.network
+    store_index = {s: i for i, s in enumerate(net.stores)}
+    scales = [
+        float(sum(mean[store_index[m]] for m in net.downstream(n) if m in store_index))
+        for n in range(net.n_nodes)
+    ]
+    scales.append(float(mean.sum()))
+    return torch.tensor(scales).clamp_min(1e-3)
+
+
+def edge_scales(sim: InventorySimulator) -> Tensor:
+    """Order scale of each edge: the mean demand its destination serves ``[E]``."""
+    return node_scales(sim)[sim.edge_dst]
+
+
+def edge_index_with_supplier(sim: InventorySimulator) -> Tensor:
+    """``[2, E]`` source/destination of every edge, the supplier numbered N (the last row)."""
+    n = sim.network.n_nodes
+    return torch.stack([torch.where(sim.edge_src == SUPPLIER, n, sim.edge_src), sim.edge_dst])
+
+
+class InventoryFeatures(nn.Module):
+    """Raw simulator observations -> scaled node ``[B, N+1, node_dim]`` and edge
+    ``[B, E, edge_dim]`` features. Pipelines are padded (or cut) to ``slots`` so one set of
+    weights can serve simulators with different lead times."""
+
+    def __init__(self, sim: InventorySimulator, slots: int | None = None) -> None:
+        super().__init__()
+        self.sim_slots = sim.slots
+        self.slots = sim.slots if slots is None else int(slots)
+        self.lags = sim.params.demand_lags
+        ns = node_scales(sim)
+        self.register_buffer("node_scale", ns, persistent=False)
+        self.register_buffer("edge_scale", ns[edge_index_with_supplier(sim)[1]], persistent=False)
+        self.register_buffer("global_scale", sim.demand_moments()[0].float().mean(), persistent=False)
+        self.node_dim = 2 * self.slots + 11 + self.lags
+        self.edge_dim = self.slots + 4
+
+    def _pad(self, x: Tensor) -> Tensor:
+        extra = self.slots - x.shape[-1]
+        if extra >= 0:
+            return torch.nn.functional.pad(x, (0, extra))
+        return x[..., : self.slots]
+
+    def nodes(self, obs: Observation) -> Tensor:
+        x, s = obs["nodes"], self.sim_slots
+        scale = self.node_scale.unsqueeze(-1)  # [N+1, 1]
+        onhand = x[..., :1] / scale
+        inbound = x[..., 1 : 1 + s] / scale
+        position = onhand + inbound.sum(-1, keepdim=True)
+        cumulative = onhand + inbound.cumsum(-1)  # stock reachable within j+1 periods
+        costs = torch.log1p(x[..., 1 + s : 3 + s])
+        mean = x[..., 3 + s : 4 + s] / self.global_scale
+        lead = x[..., 4 + s : 5 + s] / LEAD_SCALE
+        flags = x[..., 5 + s : 9 + s]
+        size = torch.log(scale / self.global_scale).expand_as(onhand)
+        lags = x[..., 9 + s :] / scale
+        return torch.cat(
+            [onhand, self._pad(inbound), self._pad(cumulative), position, costs, mean, lead,
+             flags, size, lags], dim=-1,
+        )
+
+    def edges(self, obs: Observation) -> Tensor:
+        e, s = obs["edges"], self.sim_slots
+        scale = self.edge_scale.unsqueeze(-1)
+        pipe = e[..., :s] / scale
+        return torch.cat(
+            [self._pad(pipe), pipe.sum(-1, keepdim=True), e[..., s : s + 1] / LEAD_SCALE,
+             e[..., s + 1 : s + 3]], dim=-1,
+        )
+
+
+def scaled_orders(raw: Tensor, scale: Tensor) -> Tensor:
+    """Non-negative orders in units of demand: ``softplus(raw + c) * scale``, with c chosen so a
+    zero output orders exactly the mean demand."""
+    return torch.nn.functional.softplus(raw + SOFTPLUS_ONE) * scale
+
+
+def mlp(sizes: Sequence[int], act: type[nn.Module] = nn.ELU, last_act: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2 or last_act:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+def shrink_last_layer(net: nn.Sequential, gain: float = 0.01) -> None:
+    """Start near the 'order the mean demand' policy: tiny output weights, zero bias."""
+    last = [m for m in net if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(gain)
+        last.bias.zero_()
+
+
+class MLPPolicy(nn.Module):
+    """Flattened scaled node and edge features -> one non-negative order per edge ``[B, E]``."""
+
+    def __init__(
+        self,
+        sim: InventorySimulator,
+        hidden: Sequence[int] = (128, 128),
+        activation: type[nn.Module] = nn.ELU,
+        init_gain: float = 0.01,
+    ) -> None:
+        super().__init__()
+        self.features = InventoryFeatures(sim)
+        n_in = (sim.network.n_nodes + 1) * self.features.node_dim
+        n_in += sim.network.n_edges * self.features.edge_dim
+        self.net = mlp([n_in, *hidden, sim.network.n_edges], activation)
+        shrink_last_layer(self.net, init_gain)
+
+    def forward(self, obs: Observation) -> Tensor:
+        nodes = self.features.nodes(obs).flatten(1)
+        edges = self.features.edges(obs).flatten(1)
+        raw = self.net(torch.cat([nodes, edges], dim=-1))
+        return scaled_orders(raw, self.features.edge_scale)

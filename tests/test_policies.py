@@ -1,0 +1,121 @@
+"""MLP and GNN inventory policies: shapes, non-negativity, gradients, size-agnosticism and
+permutation equivariance of the GNN."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from oprl.core import rollout
+from policies.gnn import GNNPolicy, GraphEncoder, NodeHead, PairScoreHead
+from policies.mlp import MLPPolicy
+from simulators import inventory as inv
+from simulators.inventory import SUPPLIER, Demand, InventoryParams, InventorySimulator, Network
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids oversubscription on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+FACTORIES = {
+    "one_store_backlog": lambda: inv.one_store_backlog(lead_time=2),
+    "one_store_lost": lambda: inv.one_store_lost(lead_time=0),
+    "serial": lambda: inv.serial(),
+    "transshipment": lambda: inv.transshipment(n_stores=3),
+    "one_warehouse": lambda: inv.one_warehouse(n_stores=4),
+    "many_warehouses": lambda: inv.many_warehouses(n_warehouses=2, n_stores=4),
+    "lags": lambda: inv.one_store_lost(lead_time=3, demand_lags=3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+@pytest.mark.parametrize("kind", ["mlp", "gnn"])
+def test_actions_nonnegative_and_gradients_reach_every_parameter(name: str, kind: str) -> None:
+    torch.manual_seed(0)
+    sim = FACTORIES[name]()
+    policy = MLPPolicy(sim, hidden=(16, 16)) if kind == "mlp" else GNNPolicy(sim, hidden=16, layers=2)
+    trace = sim.sample_trace(4, 6, seed=1)
+    state = sim.reset(trace)
+    action = policy(sim.observe(state, 0, trace))
+    assert action.shape == (4, sim.network.n_edges)
+    assert (action >= 0).all() and torch.isfinite(action).all()
+    cost = sim.cost_per_store_period(rollout(sim, policy, trace).rewards, 0).mean()
+    cost.backward()
+    missing = [n for n, p in policy.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient reaches {missing}"
+
+
+def test_initial_orders_are_the_mean_demand() -> None:
+    """Scale-aware output: an untrained policy starts near 'order the mean demand'."""
+    sim = inv.one_warehouse(n_stores=3)
+    trace = sim.sample_trace(2, 3, seed=0)
+    obs = sim.observe(sim.reset(trace), 0, trace)
+    mean = sim.demand_moments()[0]
+    expected = torch.cat([mean.sum().reshape(1), mean])
+    for policy in (MLPPolicy(sim), GNNPolicy(sim)):
+        assert torch.allclose(policy(obs)[0], expected, rtol=0.1)
+
+
+def test_gnn_same_weights_serve_different_store_counts() -> None:
+    torch.manual_seed(0)
+    small = GNNPolicy(inv.transshipment(n_stores=3), hidden=16, layers=2)
+    for n in (5, 12):
+        sim = inv.transshipment(n_stores=n)
+        big = GNNPolicy(sim, hidden=16, layers=2)
+        big.load_state_dict(small.state_dict())
+        trace = sim.sample_trace(3, 5, seed=0)
+        with torch.no_grad():
+            out = rollout(sim, big, trace)
+        assert out.rewards.shape == (3, 5) and torch.isfinite(out.rewards).all()
+
+
+def _permuted_one_warehouse(sim: InventorySimulator, perm: torch.Tensor) -> InventorySimulator:
+    """The same network with its stores listed in the order ``perm``."""
+    p = sim.params
+    s = len(perm)
+    nodes = torch.cat([torch.tensor([0]), 1 + perm])
+    return InventorySimulator(InventoryParams(
+        network=Network(("warehouse",) + ("store",) * s,
+                        ((SUPPLIER, 0),) + tuple((0, i + 1) for i in range(s))),
+        demand=Demand("normal", p.demand.mean[perm], p.demand.std[perm], p.demand.correlation),
+        lead_time=p.lead_time[nodes], holding=p.holding[nodes], penalty=p.penalty[perm],
+        order_cost=p.order_cost[nodes], lost_sales=True,
+    ))
+
+
+def test_gnn_is_equivariant_to_permuting_stores() -> None:
+    torch.manual_seed(0)
+    sim = inv.one_warehouse(n_stores=5)
+    perm = torch.tensor([3, 0, 4, 2, 1])
+    other = _permuted_one_warehouse(sim, perm)
+    policy = GNNPolicy(sim, hidden=16, layers=2)
+    twin = GNNPolicy(other, hidden=16, layers=2)
+    twin.load_state_dict(policy.state_dict())
+    trace = sim.sample_trace(3, 4, seed=2)
+    state = sim.reset(trace)
+    for t in range(4):  # non-trivial stock levels
+        obs = sim.observe(state, t, trace)
+        state, _, _ = sim.step(state, policy(obs).detach(), t, trace)
+    obs = sim.observe(state, 4 - 1, trace)
+    node_order = torch.cat([torch.tensor([0]), 1 + perm, torch.tensor([6])])
+    edge_order = torch.cat([torch.tensor([0]), 1 + perm])
+    permuted = {"nodes": obs["nodes"][:, node_order], "edges": obs["edges"][:, edge_order]}
+    with torch.no_grad():
+        expected = policy(obs)[:, edge_order]
+        got = twin(permuted)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_encoder_heads_are_reusable() -> None:
+    """The encoder takes any graph and feature sizes; node and pair heads sit on top."""
+    enc = GraphEncoder(node_dim=5, edge_dim=2, hidden=8, layers=2)
+    edge_index = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    node_h, edge_h = enc(torch.randn(3, 4, 5), torch.randn(3, 3, 2), edge_index)
+    assert node_h.shape == (3, 4, 8) and edge_h.shape == (3, 3, 8)
+    assert NodeHead(8, 2)(node_h).shape == (3, 4, 2)
+    assert PairScoreHead(8)(node_h[:, :2], node_h[:, 2:]).shape == (3, 2, 2)

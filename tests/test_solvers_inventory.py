@@ -1,0 +1,242 @@
+"""Inventory solvers against published optima, brute-force simulation and each other."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from oprl.core import Trace, rollout
+from policies.heuristics import (
+    BaseStock,
+    EchelonBaseStock,
+    evaluate_levels,
+    newsvendor_levels,
+)
+from simulators import inventory as inv
+from solvers.inventory import (
+    base_stock_optimum,
+    echelon_base_stock_optimum,
+    lost_sales_dp,
+    perfect_information_lp,
+    pooled_newsvendor_bound,
+    references,
+)
+
+
+def _simulate(sim, policy, trace: Trace, warmup: int) -> torch.Tensor:
+    with torch.no_grad():
+        result = rollout(sim, policy, trace)
+    return sim.cost_per_store_period(result.rewards, warmup)
+
+
+def _mean_se(costs: torch.Tensor) -> tuple[float, float]:
+    return float(costs.mean()), float(costs.std() / costs.numel() ** 0.5)
+
+
+# -- base-stock ------------------------------------------------------------------------------
+
+
+def test_base_stock_optimum_matches_brute_force_search():
+    sim = inv.one_store_backlog(lead_time=1, penalty=9.0)
+    res = base_stock_optimum(sim)
+    assert res.kind == "optimal"
+    trace = sim.sample_trace(32, 1500, seed=3)
+    levels = res.details["level"] + torch.linspace(-2.0, 2.0, 9)
+    costs = evaluate_levels(sim, lambda lv: BaseStock(sim, lv), levels[:, None], trace, 200)
+    assert abs(float(levels[int(costs.argmin())]) - res.details["level"]) <= 0.51
+    sim_cost, se = _mean_se(_simulate(sim, res.policy, trace, 200))
+    assert abs(sim_cost - res.objective) <= 3 * se + 0.01 * res.objective
+    assert float(costs.min()) >= res.objective - 3 * se - 0.01 * res.objective
+
+
+def test_serial_chain_of_one_equals_base_stock():
+    one = echelon_base_stock_optimum(inv.serial(holding=(1.0,), lead_times=[4], std=1.6))
+    ref = base_stock_optimum(inv.one_store_backlog(lead_time=4))
+    assert one.objective == pytest.approx(ref.objective, rel=1e-3)
+    assert one.details["levels"][0] == pytest.approx(ref.details["level"], abs=0.05)
+
+
+# -- lost-sales DP ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("penalty,zipkin", [(4.0, 4.73), (9.0, 6.84)])
+def test_lost_sales_dp_reproduces_zipkin_lead_time_4(penalty, zipkin):
+    res = lost_sales_dp(inv.one_store_lost(lead_time=4, penalty=penalty))
+    assert res.kind == "optimal" and res.status.startswith("converged")
+    assert res.objective == pytest.approx(zipkin, rel=0.005)
+    assert not res.details["cap_binding"]
+
+
+def test_lost_sales_dp_policy_simulates_to_its_value():
+    sim = inv.one_store_lost(lead_time=2, penalty=9.0)
+    res = lost_sales_dp(sim)
+    trace = sim.sample_trace(64, 2500, seed=11)
+    sim_cost, se = _mean_se(_simulate(sim, res.policy, trace, 500))
+    assert abs(sim_cost - res.objective) <= 3.5 * se
+    # and no base-stock level does better on the same trace (DP optimal over all policies)
+    levels = torch.arange(10.0, 22.0)[:, None]
+    costs = evaluate_levels(sim, lambda lv: BaseStock(sim, lv), levels, trace, 500)
+    assert float(costs.min()) >= sim_cost - 3 * se
+
+
+def test_lost_sales_dp_rejects_lead_time_zero_and_backlog():
+    with pytest.raises(ValueError, match="lead_time"):
+        lost_sales_dp(inv.one_store_lost(lead_time=0))
+    with pytest.raises(ValueError, match="lost-sales"):
+        lost_sales_dp(inv.one_store_backlog())
+
+
+# -- serial ----------------------------------------------------------------------------------
+
+
+def test_echelon_optimum_matches_simulation():
+    sim = inv.serial(store_lead_time=1, penalty=9.0)
+    res = echelon_base_stock_optimum(sim)
+    assert res.kind == "optimal"
+    levels = res.details["levels"]
+    assert levels == sorted(levels, reverse=True)  # echelon levels grow upstream
+    # the optimum and 8 perturbations (+-3 on each level) in one batched rollout, paired traces
+    cands = torch.tensor(levels).repeat(9, 1)
+    for k in range(4):
+        cands[1 + 2 * k, k] += 3.0
+        cands[2 + 2 * k, k] -= 3.0
+    batch = 40
+    trace = sim.sample_trace(batch, 600, seed=5)
+    tiled = Trace({"demand": trace["demand"].repeat(9, 1, 1)})
+    policy = EchelonBaseStock(sim, cands.repeat_interleave(batch, dim=0))
+    costs = _simulate(sim, policy, tiled, 150).view(9, batch)
+    sim_cost, se = _mean_se(costs[0])
+    assert abs(sim_cost - res.objective) <= 3.5 * se + 0.005 * res.objective
+    assert float(costs[1:].mean(1).min()) >= sim_cost - 0.005 * sim_cost
+
+
+# -- transshipment ---------------------------------------------------------------------------
+
+
+def test_pooled_bound_below_base_stock_and_correlation_raises_it():
+    sim = inv.transshipment(n_stores=3, store_lead_time=2, correlation=0.5)
+    bound = pooled_newsvendor_bound(sim)
+    assert bound.kind == "lower_bound" and bound.details["periods"] == 6
+    trace = sim.sample_trace(16, 1200, seed=2)
+    base = newsvendor_levels(sim)
+    cands = base.repeat(7, 1)
+    cands[:, 1:] += torch.linspace(-3, 3, 7)[:, None]  # a small search over the store levels
+    costs = evaluate_levels(sim, lambda lv: BaseStock(sim, lv), cands, trace, 200)
+    assert bound.objective <= float(costs.min())
+    indep = pooled_newsvendor_bound(inv.transshipment(n_stores=3, store_lead_time=2))
+    assert indep.objective < bound.objective
+
+
+def test_pooled_bound_matches_normal_formula_when_clipping_is_negligible():
+    from scipy.stats import norm
+
+    sim = inv.transshipment(n_stores=4, store_lead_time=2, correlation=0.5, mean=20.0, std=2.0)
+    res = pooled_newsvendor_bound(sim)
+    sd = 2.0 * (6 * 4 * (1 + 3 * 0.5)) ** 0.5  # S sigma^2 (1 + (S-1) rho) per period, 6 periods
+    closed = (9.0 + 1.0) * sd * norm.pdf(norm.ppf(0.9)) / 4
+    assert res.objective == pytest.approx(closed, rel=2e-3)
+
+
+# -- perfect-information LP -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["highs", "glop"])
+def test_lp_hand_checkable_deterministic_demand(backend):
+    # lost sales, L=2, start empty: the first two periods' demand (5 each) is lost, then
+    # orders placed with hindsight match demand exactly: cost 9 * 10 over 20 periods
+    lost = inv.one_store_lost(lead_time=2, penalty=9.0)
+    trace = Trace({"demand": torch.full((2, 20, 1), 5.0)})
+    res = perfect_information_lp(lost, trace, 0, backend=backend)
+    assert res.status == "optimal" and res.kind == "lower_bound"
+    assert res.per_trace.tolist() == pytest.approx([4.5, 4.5], abs=1e-7)
+    # backlog, L=1: period 0 is backlogged (5 units at p=9), then nothing: 45 / 10
+    back = inv.one_store_backlog(lead_time=1, penalty=9.0)
+    res = perfect_information_lp(back, Trace({"demand": torch.full((1, 10, 1), 5.0)}), 0,
+                                 backend=backend)
+    assert res.objective == pytest.approx(4.5, abs=1e-7)
+    # counting from period 2 on, hindsight ordering costs nothing
+    assert perfect_information_lp(lost, trace, 2, backend=backend).objective == pytest.approx(
+        0.0, abs=1e-7)
+
+
+def test_lp_highs_and_glop_agree_and_bound_simulated_policies():
+    sim = inv.many_warehouses(n_warehouses=2, n_stores=3, instance_seed=1)
+    trace = sim.sample_trace(2, 40, seed=4)
+    highs = perfect_information_lp(sim, trace, 5)
+    glop = perfect_information_lp(sim, trace, 5, backend="glop")
+    assert highs.status == glop.status == "optimal"
+    assert torch.allclose(highs.per_trace, glop.per_trace, rtol=1e-6, atol=1e-6)
+    assert float(highs.per_trace.min()) > 0.0  # per-edge shipping costs cannot be avoided
+
+    sim = inv.one_warehouse(n_stores=3, instance_seed=2)
+    trace = sim.sample_trace(3, 50, seed=7)
+    lp = perfect_information_lp(sim, trace, 0)
+    for scale in (0.6, 1.0, 1.5):
+        policy = BaseStock(sim, newsvendor_levels(sim) * scale)
+        costs = _simulate(sim, policy, trace, 0).double()
+        assert (lp.per_trace <= costs + 1e-5).all()
+
+
+def test_lp_rejects_per_sample_parameters_and_bad_warmup():
+    sim = inv.one_store_lost(lead_time=torch.tensor([[1], [2]]))
+    trace = sim.sample_trace(2, 10, seed=0)
+    with pytest.raises(ValueError, match="per-sample lead_time"):
+        perfect_information_lp(sim, trace, 0)
+    with pytest.raises(ValueError, match="warmup"):
+        perfect_information_lp(inv.one_store_lost(), trace, 10)
+
+
+# -- dispatch and bad input ------------------------------------------------------------------
+
+
+def test_references_dispatch_and_wrong_scenarios():
+    sim = inv.one_store_backlog(lead_time=2)
+    trace = sim.sample_trace(2, 50, seed=0)
+    (res,) = references(sim, trace, 10)
+    assert res.name == "base_stock_optimum" and res.kind == "optimal"
+    wh = inv.one_warehouse(n_stores=2)
+    lp, decoupled = references(wh, wh.sample_trace(6, 30, seed=0), 5)
+    assert lp.kind == "lower_bound" and lp.per_trace.shape == (4,) and "subset" in lp.details
+    assert decoupled.kind == "lower_bound" and decoupled.objective > 0
+    with pytest.raises(ValueError, match="single store"):
+        base_stock_optimum(inv.serial())
+    with pytest.raises(ValueError, match="serial"):
+        echelon_base_stock_optimum(inv.transshipment())
+    with pytest.raises(ValueError, match="transshipment"):
+        pooled_newsvendor_bound(inv.one_warehouse(n_stores=2))
+    with pytest.raises(ValueError, match="normal"):
+        base_stock_optimum(_poisson_backlog())
+    custom = inv.one_store_backlog()
+    object.__setattr__(custom, "name", "inventory/custom")
+    with pytest.raises(ValueError, match="no inventory reference"):
+        references(custom, trace, 10)
+
+
+def _poisson_backlog() -> inv.InventorySimulator:
+    params = inv.InventoryParams(
+        network=inv.Network(("store",), ((inv.SUPPLIER, 0),)),
+        demand=inv.Demand("poisson", torch.tensor([5.0])),
+        lead_time=1, holding=1.0, penalty=9.0, order_cost=0.0,
+    )
+    return inv.InventorySimulator(params)
+
+
+def test_decoupled_bound_matches_monte_carlo_newsvendor_and_bounds_heuristics():
+    from policies.heuristics import BaseStock, evaluate_levels, newsvendor_levels
+    from solvers.inventory import _clipped_normal_newsvendor, decoupled_newsvendor_bound
+
+    gen = torch.Generator().manual_seed(0)
+    d = (5 + 2 * torch.randn(400_000, generator=gen, dtype=torch.float64)).clamp_min(0)
+    levels = torch.linspace(4, 9, 101, dtype=torch.float64)
+    costs = [float((1 * (s - d).clamp_min(0) + 9 * (d - s).clamp_min(0)).mean()) for s in levels]
+    assert _clipped_normal_newsvendor(5.0, 2.0, 1.0, 9.0) == pytest.approx(min(costs), rel=6e-3)
+    # a heavily clipped demand: P(D = 0) matters
+    d = (0.5 + 2 * torch.randn(400_000, generator=gen, dtype=torch.float64)).clamp_min(0)
+    levels = torch.linspace(0, 5, 201, dtype=torch.float64)
+    costs = [float((1 * (s - d).clamp_min(0) + 4 * (d - s).clamp_min(0)).mean()) for s in levels]
+    assert _clipped_normal_newsvendor(0.5, 2.0, 1.0, 4.0) == pytest.approx(min(costs), rel=6e-3)
+    wh = inv.one_warehouse(n_stores=3)
+    bound = decoupled_newsvendor_bound(wh).objective
+    trace = wh.sample_trace(16, 300, seed=1)
+    simulated = evaluate_levels(wh, lambda lv: BaseStock(wh, lv), newsvendor_levels(wh)[None], trace, 100)
+    assert bound < float(simulated)
