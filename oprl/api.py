@@ -20,7 +20,7 @@ from torch import nn
 
 from oprl import registry
 from oprl.core import resolve_device
-from oprl.evaluate import Entry, evaluate
+from oprl.evaluate import COLUMNS, Entry, evaluate
 from oprl.runs import RunDir, write_csv
 from solvers.result import SolverResult
 
@@ -33,7 +33,7 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in params.items()}
 
 
-def make_policy(kind: str, sim) -> nn.Module:
+def make_policy(kind: str, sim, **kwargs: Any) -> nn.Module:
     """A fresh learned policy of ``kind`` ('mlp' or 'gnn') sized for ``sim``."""
     if kind == "mlp":
         from policies.mlp import MLPPolicy
@@ -42,7 +42,7 @@ def make_policy(kind: str, sim) -> nn.Module:
     if kind == "gnn":
         from policies.gnn import GNNPolicy
 
-        return GNNPolicy(sim)
+        return GNNPolicy(sim, **kwargs)
     raise ValueError(f"policy: unknown {kind!r}; allowed: {', '.join(POLICIES)}")
 
 
@@ -80,6 +80,7 @@ def train(
     config = {
         "scenario": scenario, "params": _jsonable(params), "algo": algo or spec.algorithm,
         "policy": policy or spec.policy, "seed": seed,
+        "policy_kwargs": spec.policy_kwargs if (policy or spec.policy) == spec.policy else {},
         "hyper": {**spec.train_defaults, **hyper}, "steps": steps,
     }
     run = RunDir(out)
@@ -89,7 +90,9 @@ def train(
     if config["algo"] not in ALGORITHMS:
         raise ValueError(f"algo: unknown {config['algo']!r}; allowed: {', '.join(ALGORITHMS)}")
     sim = spec.build(**config["params"])
-    net = make_policy(config["policy"], sim)
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
+        torch.manual_seed(config["seed"])
+        net = make_policy(config["policy"], sim, **config.get("policy_kwargs", {}))
     hyper = dict(config["hyper"])
     total = int(config["steps"] if config["steps"] is not None else hyper.pop("steps", 1000))
     hyper.pop("steps", None)
@@ -107,7 +110,7 @@ def train(
             bar.update(step - bar.n)
             bar.set_postfix(dev_cost=f"{history[-1]['dev_cost']:.4f}")
 
-    result = train_hdpo(sim, net, steps=total, seed=seed, device=device, callback=on_eval,
+    result = train_hdpo(sim, net, steps=total, seed=config["seed"], device=device, callback=on_eval,
                         start_state=start_state, **hyper)
     if bar is not None:
         bar.close()
@@ -142,7 +145,7 @@ def load_policy(run_dir: str | Path, scenario: str | None = None) -> tuple[nn.Mo
     if checkpoint is None or "best_policy" not in checkpoint:
         raise ValueError(f"run: {run_dir} has no finished policy; resume it with --resume")
     sim = registry.make(config["scenario"], **config["params"])
-    net = make_policy(config["policy"], sim)
+    net = make_policy(config["policy"], sim, **config.get("policy_kwargs", {}))
     net.load_state_dict(checkpoint["best_policy"])
     return net, checkpoint
 
@@ -221,8 +224,7 @@ def benchmark(
     heuristics = registry._load(spec.heuristics)(sim, tune_trace, min(warmup, tune_trace.horizon // 3))
     tune_s = time.perf_counter() - start
     entries = [learned] + [
-        Entry(name, pol, "heuristic", "tuned on training traces", tune_s)
-        for name, pol in heuristics.items()
+        Entry(name, pol, "heuristic", status, tune_s) for name, (pol, status) in heuristics.items()
     ]
     log("[oprl] solving references on the evaluation traces ...")
     trace = sim.sample_trace(eval_episodes, horizon, seed=seed + EVAL_SEED, device=dev)
@@ -232,5 +234,5 @@ def benchmark(
     frame = evaluate(sim, trace, warmup, entries, references)
     frame.attrs["history"] = outcome.history if run is None else []
     if csv is not None:
-        write_csv(Path(csv), frame)
+        write_csv(Path(csv), frame[COLUMNS])
     return frame

@@ -16,6 +16,7 @@ from torch import Tensor
 from oprl.core import Policy, Simulator, Trace, rollout
 from solvers.result import SolverResult
 
+# the CSV columns; the DataFrame adds gap_stderr_pct (standard error of the paired gap)
 COLUMNS = [
     "scenario", "policy", "kind", "metric", "mean", "stderr", "reference", "reference_kind",
     "gap_pct", "status", "wall_s",
@@ -94,22 +95,24 @@ def evaluate(
     if ref is not None:
         ref_values, ref_episodes = _reference_values(ref, sim, trace, warmup)
 
-    def gap(values: Tensor) -> float:
-        """Paired gap of per-episode ``values`` (all episodes of the trace) to the reference."""
+    def gap(values: Tensor) -> tuple[float, float]:
+        """Paired gap (and its standard error) in % of per-episode ``values`` (all episodes of
+        the trace) to the reference."""
         if ref is None:
-            return float("nan")
+            return float("nan"), float("nan")
         if ref_values is None:
-            return _pct(float(values.mean()) - ref.objective, ref.objective)
-        paired = values[ref_episodes]
-        return _pct(float((paired - ref_values).mean()), float(ref_values.mean()))
+            return _pct(float(values.mean()) - ref.objective, ref.objective), float("nan")
+        diff = values[ref_episodes] - ref_values
+        base = float(ref_values.mean())
+        return _pct(float(diff.mean()), base), _pct(_stderr(diff), base)
 
     def row(name, kind, values, status, wall_s, gap_pct=None):
+        pct, pct_err = gap(values) if gap_pct is None else (gap_pct, 0.0)
         rows.append({
             "scenario": sim.name, "policy": name, "kind": kind, "metric": metric,
             "mean": float(values.mean()), "stderr": _stderr(values),
             "reference": ref.name if ref else "", "reference_kind": ref.kind if ref else "",
-            "gap_pct": gap(values) if gap_pct is None else gap_pct,
-            "status": status, "wall_s": wall_s,
+            "gap_pct": pct, "status": status, "wall_s": wall_s, "gap_stderr_pct": pct_err,
         })
 
     for result in references:
@@ -119,7 +122,7 @@ def evaluate(
                 "scenario": sim.name, "policy": result.name, "kind": result.kind,
                 "metric": metric, "mean": result.objective, "stderr": float("nan"),
                 "reference": ref.name if ref else "", "reference_kind": ref.kind if ref else "",
-                "gap_pct": gap(torch.tensor([result.objective], dtype=torch.float64))
+                "gap_pct": gap(torch.tensor([result.objective], dtype=torch.float64))[0]
                 if ref_values is None else float("nan"),
                 "status": result.status, "wall_s": result.wall_s,
             })
@@ -140,7 +143,7 @@ def evaluate(
     for entry in entries:
         values = episode_values(sim, entry.policy, trace, warmup)
         row(entry.name, entry.kind, values, entry.status, entry.wall_s)
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=[*COLUMNS, "gap_stderr_pct"])
 
 
 def format_table(frame: pd.DataFrame) -> str:
@@ -148,7 +151,11 @@ def format_table(frame: pd.DataFrame) -> str:
     shown = frame[["policy", "kind", "mean", "stderr", "gap_pct", "status", "wall_s"]].copy()
     shown["mean"] = shown["mean"].map(lambda v: f"{v:.4f}")
     shown["stderr"] = shown["stderr"].map(lambda v: "" if math.isnan(v) else f"{v:.4f}")
-    shown["gap_pct"] = shown["gap_pct"].map(lambda v: "" if math.isnan(v) else f"{v:+.2f}%")
+    err = frame.get("gap_stderr_pct", pd.Series(float("nan"), index=frame.index))
+    shown["gap_pct"] = [
+        "" if math.isnan(g) else f"{g:+.2f}%" + ("" if math.isnan(e) or e == 0 else f" ±{e:.2f}")
+        for g, e in zip(frame["gap_pct"], err)
+    ]
     shown["wall_s"] = shown["wall_s"].map(lambda v: f"{v:.1f}")
     header = ""
     if len(frame):

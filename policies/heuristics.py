@@ -239,28 +239,29 @@ def tune_scalar(
     return float(values[int(costs.argmin())])
 
 
+TUNED = "tuned on training traces"
+
+
 def inventory_heuristics(
     sim: InventorySimulator, trace: Trace, warmup: int
-) -> dict[str, nn.Module]:
-    """The classical policies that apply to ``sim``, each tuned on ``trace`` (training traces,
-    never the evaluation traces)."""
+) -> dict[str, tuple[nn.Module, str]]:
+    """The classical policies that apply to ``sim`` with how each was set: tuned on ``trace``
+    (training traces, never the evaluation traces) or from a closed form."""
     net = sim.network
-    policies: dict[str, nn.Module] = {}
+    policies: dict[str, tuple[nn.Module, str]] = {}
     if sim.params.demand.kind == "series":
         z = tune_scalar(sim, lambda v: AdaptiveNewsvendor(sim, v), torch.linspace(-1, 3, 41),
                         trace, warmup)
-        policies["newsvendor (adaptive)"] = AdaptiveNewsvendor(sim, z)
-        levels = tune_base_stock(sim, trace, warmup)
-        policies["base-stock"] = BaseStock(sim, levels)
+        policies["newsvendor (adaptive)"] = (AdaptiveNewsvendor(sim, z), f"z={z:.2f} {TUNED}")
+        policies["base-stock"] = (BaseStock(sim, tune_base_stock(sim, trace, warmup)), TUNED)
         return policies
-    policies["newsvendor"] = BaseStock(sim, newsvendor_levels(sim))
-    policies["base-stock"] = BaseStock(sim, tune_base_stock(sim, trace, warmup))
+    policies["newsvendor"] = (BaseStock(sim, newsvendor_levels(sim)), "closed form (normal approx.)")
+    policies["base-stock"] = (BaseStock(sim, tune_base_stock(sim, trace, warmup)), TUNED)
     if sim.params.lost_sales and net.n_nodes == 1:
         level, cap = tune_capped_base_stock(sim, trace, warmup)
-        policies["capped base-stock"] = CappedBaseStock(sim, level, cap)
+        policies["capped base-stock"] = (CappedBaseStock(sim, level, cap), TUNED)
     multi_echelon = any(k != "store" for k in net.kinds)
     if multi_echelon and all(len(net.inbound(n)) == 1 for n in range(net.n_nodes)):
-        policies["echelon base-stock"] = EchelonBaseStock(
-            sim, tune_base_stock(sim, trace, warmup, echelon=True)
-        )
+        levels = tune_base_stock(sim, trace, warmup, echelon=True)
+        policies["echelon base-stock"] = (EchelonBaseStock(sim, levels), TUNED)
     return policies

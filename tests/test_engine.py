@@ -51,7 +51,7 @@ def test_evaluate_pairs_gaps_on_the_same_episodes():
     best, worse = BaseStock(sim, 12.0), BaseStock(sim, 16.0)
     ref = SolverResult("ref", 0.0, "optimal", "optimal", 0.1, policy=best)
     frame = evaluate(sim, trace, 100, [Entry("worse", worse, "heuristic")], [ref])
-    assert list(frame.columns) == COLUMNS
+    assert list(frame.columns) == [*COLUMNS, "gap_stderr_pct"]
     rows = frame.set_index("policy")
     assert rows.loc["ref", "gap_pct"] == pytest.approx(0.0)
     r = rollout(sim, worse, trace).rewards
