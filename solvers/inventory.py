@@ -323,7 +323,10 @@ def _bellman(
         best, arg = (expect + penalty_q[:, lo : lo + step]).min(dim=-1)
         bests.append(best)
         args.append(arg)
-    best, arg = torch.cat(bests, dim=1), torch.cat(args, dim=1)
+    if len(bests) == 1:  # always so at L = 1, where the state is on-hand alone
+        best, arg = bests[0], args[0]
+    else:
+        best, arg = torch.cat(bests, dim=1), torch.cat(args, dim=1)
     view = (-1,) + (1,) * (lead - 1)
     return cost_x.view(view) + best, arg
 

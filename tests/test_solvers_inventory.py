@@ -240,3 +240,13 @@ def test_decoupled_bound_matches_monte_carlo_newsvendor_and_bounds_heuristics():
     trace = wh.sample_trace(16, 300, seed=1)
     simulated = evaluate_levels(wh, lambda lv: BaseStock(wh, lv), newsvendor_levels(wh)[None], trace, 100)
     assert bound < float(simulated)
+
+
+def test_lost_sales_dp_at_lead_time_one_simulates_to_its_value():
+    sim = inv.one_store_lost(lead_time=1, penalty=9.0)
+    res = lost_sales_dp(sim)
+    assert res.kind == "optimal" and res.objective == pytest.approx(5.4382, abs=1e-3)
+    trace = sim.sample_trace(64, 1500, seed=3)
+    with torch.no_grad():
+        cost = sim.episode_metric(rollout(sim, res.policy, trace).rewards, 300)
+    assert float(cost.mean()) == pytest.approx(res.objective, abs=4 * float(cost.std()) / 8 + 0.02)
