@@ -12,15 +12,6 @@ from policies.mlp import MLPPolicy
 from simulators import inventory as inv
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _policy(sim, seed: int = 0) -> MLPPolicy:
     torch.manual_seed(seed)
     return MLPPolicy(sim, hidden=(32, 32))

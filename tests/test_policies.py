@@ -12,16 +12,6 @@ from policies.mlp import MLPPolicy
 from simulators import inventory as inv
 from simulators.inventory import SUPPLIER, Demand, InventoryParams, InventorySimulator, Network
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 FACTORIES = {
     "one_store_backlog": lambda: inv.one_store_backlog(lead_time=2),
     "one_store_lost": lambda: inv.one_store_lost(lead_time=0),
