@@ -250,3 +250,19 @@ def test_lost_sales_dp_at_lead_time_one_simulates_to_its_value():
     with torch.no_grad():
         cost = sim.episode_metric(rollout(sim, res.policy, trace).rewards, 300)
     assert float(cost.mean()) == pytest.approx(res.objective, abs=4 * float(cost.std()) / 8 + 0.02)
+
+
+def test_decoupled_base_stock_bound_is_valid_and_exact_for_one_store():
+    from solvers.inventory import decoupled_base_stock_bound
+
+    one = inv.one_store_backlog(lead_time=3, penalty=9.0)
+    assert decoupled_base_stock_bound(one).objective == pytest.approx(
+        base_stock_optimum(one).objective, rel=1e-6)
+    sim = inv.transshipment(n_stores=3, store_lead_time=2, penalty=9.0)
+    bound = decoupled_base_stock_bound(sim).objective
+    assert bound > pooled_newsvendor_bound(sim).objective  # tighter here
+    trace = sim.sample_trace(32, 400, seed=2)
+    echelon = EchelonBaseStock(sim, torch.tensor([40.0, 18.0, 18.0, 18.0]))
+    with torch.no_grad():
+        cost = sim.episode_metric(rollout(sim, echelon, trace).rewards, 100).mean()
+    assert bound < float(cost)
