@@ -13,13 +13,14 @@ from scipy.stats import norm
 from torch import Tensor, nn
 
 from oprl.core import Observation, Trace, rollout
-from simulators.inventory import InventorySimulator
+from simulators.inventory import InventorySimulator, node_feature_layout
 
 
 def inventory_position(obs: Observation, slots: int) -> Tensor:
     """On-hand plus everything in the inbound pipelines of each location ``[B, N]``."""
+    at = node_feature_layout(slots, 0)
     nodes = obs["nodes"][:, :-1]  # drop the supplier row
-    return nodes[..., 0] + nodes[..., 1 : 1 + slots].sum(-1)
+    return nodes[..., at["onhand"]].squeeze(-1) + nodes[..., at["pipeline"]].sum(-1)
 
 
 def primary_inbound_edges(sim: InventorySimulator) -> Tensor:
@@ -212,7 +213,7 @@ class AdaptiveNewsvendor(nn.Module):
         if sim.params.demand_lags < 2:
             raise ValueError("demand_lags: the adaptive newsvendor needs at least 2 demand lags")
         self.slots = sim.slots
-        self.lags = sim.params.demand_lags
+        self.lags = sim.node_layout["demand_lags"]
         self.register_buffer("z", torch.as_tensor(z, dtype=torch.float32))
         self.register_buffer("edge_of_node", primary_inbound_edges(sim))
         self.register_buffer("cover", sim.params.lead_time.float()[..., primary_inbound_edges(sim)] + 1)
@@ -220,7 +221,7 @@ class AdaptiveNewsvendor(nn.Module):
 
     def forward(self, obs: Observation) -> Tensor:
         nodes = obs["nodes"][:, :-1]
-        lags = nodes[..., -self.lags :]
+        lags = nodes[..., self.lags]
         seen = (lags.abs().sum(-1, keepdim=True) > 0).float()  # before any demand: use nothing
         mean, std = lags.mean(-1), lags.std(-1)
         z = self.z if self.z.dim() < 1 else self.z.view(-1, *([1] * (mean.dim() - 1)))

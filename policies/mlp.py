@@ -52,7 +52,7 @@ class InventoryFeatures(nn.Module):
 
     def __init__(self, sim: InventorySimulator, slots: int | None = None) -> None:
         super().__init__()
-        self.sim_slots = sim.slots
+        self.node_layout, self.edge_layout = sim.node_layout, sim.edge_layout
         self.slots = sim.slots if slots is None else int(slots)
         self.lags = sim.params.demand_lags
         ns = node_scales(sim)
@@ -69,30 +69,30 @@ class InventoryFeatures(nn.Module):
         return x[..., : self.slots]
 
     def nodes(self, obs: Observation) -> Tensor:
-        x, s = obs["nodes"], self.sim_slots
+        x, at = obs["nodes"], self.node_layout
         scale = self.node_scale.unsqueeze(-1)  # [N+1, 1]
-        onhand = x[..., :1] / scale
-        inbound = x[..., 1 : 1 + s] / scale
+        onhand = x[..., at["onhand"]] / scale
+        inbound = x[..., at["pipeline"]] / scale
         position = onhand + inbound.sum(-1, keepdim=True)
         cumulative = onhand + inbound.cumsum(-1)  # stock reachable within j+1 periods
-        costs = torch.log1p(x[..., 1 + s : 3 + s])
-        mean = x[..., 3 + s : 4 + s] / self.global_scale
-        lead = x[..., 4 + s : 5 + s] / LEAD_SCALE
-        flags = x[..., 5 + s : 9 + s]
+        costs = torch.log1p(torch.cat([x[..., at["holding"]], x[..., at["penalty"]]], dim=-1))
+        mean = x[..., at["mean_demand"]] / self.global_scale
+        lead = x[..., at["lead_time"]] / LEAD_SCALE
+        flags = torch.cat([x[..., at["kind"]], x[..., at["is_supplier"]]], dim=-1)
         size = torch.log(scale / self.global_scale).expand_as(onhand)
-        lags = x[..., 9 + s :] / scale
+        lags = x[..., at["demand_lags"]] / scale
         return torch.cat(
             [onhand, self._pad(inbound), self._pad(cumulative), position, costs, mean, lead,
              flags, size, lags], dim=-1,
         )
 
     def edges(self, obs: Observation) -> Tensor:
-        e, s = obs["edges"], self.sim_slots
+        e, at = obs["edges"], self.edge_layout
         scale = self.edge_scale.unsqueeze(-1)
-        pipe = e[..., :s] / scale
+        pipe = e[..., at["pipeline"]] / scale
         return torch.cat(
-            [self._pad(pipe), pipe.sum(-1, keepdim=True), e[..., s : s + 1] / LEAD_SCALE,
-             e[..., s + 1 : s + 3]], dim=-1,
+            [self._pad(pipe), pipe.sum(-1, keepdim=True), e[..., at["lead_time"]] / LEAD_SCALE,
+             e[..., at["order_cost"]], e[..., at["from_supplier"]]], dim=-1,
         )
 
 

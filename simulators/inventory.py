@@ -288,6 +288,28 @@ def _per_sample(name: str, value: Tensor, batch: int, device: torch.device) -> T
     return value
 
 
+def node_feature_layout(slots: int, lags: int) -> dict[str, slice]:
+    """Where each node feature sits on the last axis of ``obs['nodes']``: policies and
+    heuristics read features by name, never by a hand-counted index."""
+    sizes = [("onhand", 1), ("pipeline", slots), ("holding", 1), ("penalty", 1),
+             ("mean_demand", 1), ("lead_time", 1), ("kind", 3), ("is_supplier", 1),
+             ("demand_lags", lags)]
+    return _layout(sizes)
+
+
+def edge_feature_layout(slots: int) -> dict[str, slice]:
+    """Where each edge feature sits on the last axis of ``obs['edges']``."""
+    return _layout([("pipeline", slots), ("lead_time", 1), ("order_cost", 1), ("from_supplier", 1)])
+
+
+def _layout(sizes: list[tuple[str, int]]) -> dict[str, slice]:
+    out, start = {}, 0
+    for name, size in sizes:
+        out[name] = slice(start, start + size)
+        start += size
+    return out
+
+
 class InventorySimulator:
     """Batched inventory network; see the module docstring for the order of events."""
 
@@ -307,8 +329,10 @@ class InventorySimulator:
         kinds = net.kinds
         self.is_store = torch.tensor([k == "store" for k in kinds])
         self.is_transship = torch.tensor([k == "transship" for k in kinds])
-        self.n_node_features = 1 + self.slots + 8 + params.demand_lags
-        self.n_edge_features = self.slots + 3
+        self.node_layout = node_feature_layout(self.slots, params.demand_lags)
+        self.edge_layout = edge_feature_layout(self.slots)
+        self.n_node_features = self.node_layout["demand_lags"].stop
+        self.n_edge_features = self.edge_layout["from_supplier"].stop
 
     # -- contract -------------------------------------------------------------------------
     def graph(self):
@@ -400,7 +424,7 @@ class InventorySimulator:
             feats.append(per_node)
         nodes = torch.cat(feats, dim=-1)
         supplier = torch.zeros(b, 1, nodes.shape[-1], device=dev)
-        supplier[..., 1 + self.slots + 7] = 1.0
+        supplier[..., self.node_layout["is_supplier"]] = 1.0
         edges = torch.cat(
             [pipe, state["lead_time"].float().unsqueeze(-1), state["order_cost"].unsqueeze(-1),
              (self.edge_src == SUPPLIER).float().to(dev).expand(b, -1).unsqueeze(-1)],

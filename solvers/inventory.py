@@ -189,16 +189,20 @@ class LostSalesTablePolicy(nn.Module):
         self.lead = int(sim.params.lead_time[0])
         self.register_buffer("table", table.float())
         self.max_position = max_position
+        self.layout = sim.node_layout
 
     def forward(self, obs: Observation) -> Tensor:
         node = obs["nodes"][:, 0]
-        onhand = node[:, 0].round().clamp(0, self.table.shape[0] - 1).long()
-        pipe = node[:, 1 : self.lead].round().clamp_min(0).long()  # slots 0..L-2 (slot L-1 is empty)
+        stock = node[:, self.layout["onhand"]].squeeze(-1)
+        # pipeline slots 0..L-2 hold the outstanding orders (slot L-1 is empty at ordering time)
+        slots = node[:, self.layout["pipeline"]][:, : self.lead - 1]
+        onhand = stock.round().clamp(0, self.table.shape[0] - 1).long()
+        pipe = slots.round().clamp_min(0).long()
         idx = (onhand,) + tuple(
             pipe[:, j].clamp_max(self.table.shape[j + 1] - 1) for j in range(self.lead - 1)
         )
         order = self.table[idx]
-        position = node[:, 0] + node[:, 1 : self.lead].sum(-1)
+        position = stock + slots.sum(-1)
         order = torch.where(position > self.max_position + 0.5, torch.zeros_like(order), order)
         return order.unsqueeze(-1)
 

@@ -124,7 +124,7 @@ def observation(w: _World, t: int) -> dict[str, Tensor]:
             row.append(past[stores.index(node)] if past is not None and kind == "store" else 0.0)
         rows.append(row)
     supplier = [0.0] * len(rows[0])
-    supplier[1 + slots + 7] = 1.0
+    supplier[sim.node_layout["is_supplier"].start] = 1.0
     rows.append(supplier)
     edges = [pipe[e] + [float(w.lead[e]), w.order_cost[e], float(src == SUPPLIER)]
              for e, (src, _) in enumerate(net.edges)]
