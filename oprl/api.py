@@ -94,8 +94,8 @@ def train(
         torch.manual_seed(config["seed"])
         net = make_policy(config["policy"], sim, **config.get("policy_kwargs", {}))
     hyper = dict(config["hyper"])
-    total = int(config["steps"] if config["steps"] is not None else hyper.pop("steps", 1000))
-    hyper.pop("steps", None)
+    default_steps = hyper.pop("steps", 1000)
+    total = int(config["steps"] if config["steps"] is not None else default_steps)
     checkpoint = run.load_checkpoint()
     start_state = checkpoint["train_state"] if checkpoint else None
 
@@ -159,7 +159,7 @@ def solve(
     sim = spec.build(**(params or {}))
     horizon, warmup = eval_window(sim, horizon, None)
     trace = sim.sample_trace(episodes, horizon, seed=seed, device=resolve_device(device))
-    return registry._load(spec.references)(sim, trace, warmup)
+    return registry.load(spec.references)(sim, trace, warmup)
 
 
 def eval_window(sim, horizon: int | None, warmup: int | None) -> tuple[int, int]:
@@ -221,14 +221,14 @@ def benchmark(
     log("[oprl] tuning heuristics on training traces ...")
     start = time.perf_counter()
     tune_trace = sim.sample_trace(64, min(horizon, 1000), seed=seed + TUNE_SEED, device=dev)
-    heuristics = registry._load(spec.heuristics)(sim, tune_trace, min(warmup, tune_trace.horizon // 3))
+    heuristics = registry.load(spec.heuristics)(sim, tune_trace, min(warmup, tune_trace.horizon // 3))
     tune_s = time.perf_counter() - start
     entries = [learned] + [
         Entry(name, pol, "heuristic", status, tune_s) for name, (pol, status) in heuristics.items()
     ]
     log("[oprl] solving references on the evaluation traces ...")
     trace = sim.sample_trace(eval_episodes, horizon, seed=seed + EVAL_SEED, device=dev)
-    references = registry._load(spec.references)(sim, trace, warmup)
+    references = registry.load(spec.references)(sim, trace, warmup)
     log(f"[oprl] evaluating on {eval_episodes} episodes x {horizon} periods "
         f"(first {warmup} not counted) ...")
     frame = evaluate(sim, trace, warmup, entries, references)

@@ -34,7 +34,7 @@ class Scenario:
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def build(self, **params: Any):
-        factory = _load(self.factory)
+        factory = load(self.factory)
         allowed = _parameters(factory)
         unknown = sorted(set(params) - set(allowed))
         if unknown:
@@ -49,10 +49,11 @@ class Scenario:
             raise ValueError(f"{self.name}: bad parameter value ({err})") from None
 
     def parameters(self) -> dict[str, Any]:
-        return _parameters(_load(self.factory))
+        return _parameters(load(self.factory))
 
 
-def _load(path: str) -> Callable:
+def load(path: str) -> Callable:
+    """The object a "module:attribute" path names (imported on first use)."""
     module, _, attr = path.partition(":")
     return getattr(importlib.import_module(module), attr)
 
