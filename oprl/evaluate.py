@@ -106,45 +106,41 @@ def evaluate(
         base = float(ref_values.mean())
         return _pct(float(diff.mean()), base), _pct(_stderr(diff), base)
 
-    def row(name, kind, values, status, wall_s, gap_pct=None):
-        pct, pct_err = gap(values) if gap_pct is None else (gap_pct, 0.0)
+    def row(name, kind, mean, stderr, status, wall_s, gap_pct, gap_err=float("nan")):
         rows.append({
             "scenario": sim.name, "policy": name, "kind": kind, "metric": metric,
-            "mean": float(values.mean()), "stderr": _stderr(values),
+            "mean": mean, "stderr": stderr,
             "reference": ref.name if ref else "", "reference_kind": ref.kind if ref else "",
-            "gap_pct": pct, "status": status, "wall_s": wall_s, "gap_stderr_pct": pct_err,
+            "gap_pct": gap_pct, "status": status, "wall_s": wall_s, "gap_stderr_pct": gap_err,
         })
 
+    def scored(name, kind, values, status, wall_s):
+        row(name, kind, float(values.mean()), _stderr(values), status, wall_s, *gap(values))
+
     for result in references:
-        values, _ = _reference_values(result, sim, trace, warmup)
+        # the reference's own values were computed above: never simulate its policy twice
+        values = ref_values if result is ref else _reference_values(result, sim, trace, warmup)[0]
         if values is None:
-            rows.append({
-                "scenario": sim.name, "policy": result.name, "kind": result.kind,
-                "metric": metric, "mean": result.objective, "stderr": float("nan"),
-                "reference": ref.name if ref else "", "reference_kind": ref.kind if ref else "",
-                "gap_pct": gap(torch.tensor([result.objective], dtype=torch.float64))[0]
-                if ref_values is None else float("nan"),
-                "status": result.status, "wall_s": result.wall_s,
-            })
-        elif result.policy is not None:  # simulated on the traces; show its exact value too
-            status = f"{result.status}; exact {result.objective:.4f}"
-            row(result.name, result.kind, values, status, result.wall_s,
-                gap_pct=0.0 if result is ref else None)
+            pct = gap(torch.tensor([result.objective], dtype=torch.float64))[0]
+            row(result.name, result.kind, result.objective, float("nan"), result.status,
+                result.wall_s, pct if ref_values is None else float("nan"))
         elif result is ref:
-            row(result.name, result.kind, values, result.status, result.wall_s, gap_pct=0.0)
+            status = result.status if result.policy is None else (
+                f"{result.status}; exact {result.objective:.4f}")
+            row(result.name, result.kind, float(values.mean()), _stderr(values), status,
+                result.wall_s, 0.0, 0.0)
+        elif result.policy is not None:  # simulated on the traces; show its exact value too
+            scored(result.name, result.kind, values,
+                   f"{result.status}; exact {result.objective:.4f}", result.wall_s)
         else:  # a per-trace bound that is not the reference: gap on its own episodes
-            episodes = torch.as_tensor(result.details.get("episodes", range(len(values))))
-            rows.append({
-                "scenario": sim.name, "policy": result.name, "kind": result.kind,
-                "metric": metric, "mean": float(values.mean()), "stderr": _stderr(values),
-                "reference": ref.name if ref else "", "reference_kind": ref.kind if ref else "",
-                "gap_pct": float("nan") if ref_values is None or len(episodes) != len(ref_episodes)
-                else _pct(float((values - ref_values).mean()), float(ref_values.mean())),
-                "status": result.status, "wall_s": result.wall_s,
-            })
+            comparable = ref_values is not None and len(values) == len(ref_episodes)
+            pct = (_pct(float((values - ref_values).mean()), float(ref_values.mean()))
+                   if comparable else float("nan"))
+            row(result.name, result.kind, float(values.mean()), _stderr(values), result.status,
+                result.wall_s, pct)
     for entry in entries:
-        values = episode_values(sim, entry.policy, trace, warmup)
-        row(entry.name, entry.kind, values, entry.status, entry.wall_s)
+        scored(entry.name, entry.kind, episode_values(sim, entry.policy, trace, warmup),
+               entry.status, entry.wall_s)
     return pd.DataFrame(rows, columns=[*COLUMNS, "gap_stderr_pct"])
 
 
