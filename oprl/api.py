@@ -24,8 +24,6 @@ from oprl.evaluate import COLUMNS, Entry, evaluate
 from oprl.runs import RunDir, write_csv
 from solvers.result import SolverResult
 
-POLICIES = ("mlp", "gnn")
-ALGORITHMS = ("hdpo",)
 EVAL_SEED, TUNE_SEED = 1_234_567, 7_654_321
 
 
@@ -33,17 +31,24 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in params.items()}
 
 
-def make_policy(kind: str, sim, **kwargs: Any) -> nn.Module:
-    """A fresh learned policy of ``kind`` ('mlp' or 'gnn') sized for ``sim``."""
-    if kind == "mlp":
-        from policies.mlp import MLPPolicy
+def make_policy(scenario: str, kind: str, sim, **kwargs: Any) -> nn.Module:
+    """A fresh learned policy of ``kind`` (one of the scenario's ``policies``) sized for ``sim``."""
+    return registry.get(scenario).policy_builder(kind)(sim, **kwargs)
 
-        return MLPPolicy(sim)
-    if kind == "gnn":
-        from policies.gnn import GNNPolicy
 
-        return GNNPolicy(sim, **kwargs)
-    raise ValueError(f"policy: unknown {kind!r}; allowed: {', '.join(POLICIES)}")
+def dev_key(history: list[dict[str, float]]) -> str:
+    """The history column training selected on: ``dev_cost`` (lower is better) or
+    ``dev_reward`` (higher is better)."""
+    for key in ("dev_cost", "dev_reward"):
+        if history and key in history[-1]:
+            return key
+    raise ValueError("history: rows carry neither 'dev_cost' nor 'dev_reward'")
+
+
+def best_dev(history: list[dict[str, float]]) -> float:
+    key = dev_key(history)
+    values = [h[key] for h in history]
+    return min(values) if key == "dev_cost" else max(values)
 
 
 @dataclass
@@ -81,25 +86,23 @@ def train(
         "scenario": scenario, "params": _jsonable(params), "algo": algo or spec.algorithm,
         "policy": policy or spec.policy, "seed": seed,
         "policy_kwargs": spec.policy_kwargs if (policy or spec.policy) == spec.policy else {},
-        "hyper": {**spec.train_defaults, **hyper}, "steps": steps,
+        "hyper": {**spec.hyper(algo or spec.algorithm), **hyper}, "steps": steps,
     }
     run = RunDir(out)
     saved = run.create(config, resume=resume)
     if resume:  # the saved configuration decides what the run is; only the budget may grow
         config = {**saved, "steps": steps if steps is not None else saved["steps"]}
-    if config["algo"] not in ALGORITHMS:
-        raise ValueError(f"algo: unknown {config['algo']!r}; allowed: {', '.join(ALGORITHMS)}")
+    trainer = spec.trainer(config["algo"])
+    builder = spec.policy_builder(config["policy"])
     sim = spec.build(**config["params"])
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
         torch.manual_seed(config["seed"])
-        net = make_policy(config["policy"], sim, **config.get("policy_kwargs", {}))
+        net = builder(sim, **config.get("policy_kwargs", {}))
     hyper = dict(config["hyper"])
     default_steps = hyper.pop("steps", 1000)
     total = int(config["steps"] if config["steps"] is not None else default_steps)
     checkpoint = run.load_checkpoint()
     start_state = checkpoint["train_state"] if checkpoint else None
-
-    from oprl.algorithms.hdpo import train_hdpo
 
     bar = _progress(total, progress, start_state["step"] if start_state else 0)
 
@@ -108,9 +111,10 @@ def train(
         run.save_metrics(history)
         if bar is not None:
             bar.update(step - bar.n)
-            bar.set_postfix(dev_cost=f"{history[-1]['dev_cost']:.4f}")
+            key = dev_key(history)
+            bar.set_postfix({key: f"{history[-1][key]:.4f}"})
 
-    result = train_hdpo(sim, net, steps=total, seed=config["seed"], device=device, callback=on_eval,
+    result = trainer(sim, net, steps=total, seed=config["seed"], device=device, callback=on_eval,
                         start_state=start_state, **hyper)
     if bar is not None:
         bar.close()
@@ -145,7 +149,7 @@ def load_policy(run_dir: str | Path, scenario: str | None = None) -> tuple[nn.Mo
     if checkpoint is None or "best_policy" not in checkpoint:
         raise ValueError(f"run: {run_dir} has no finished policy; resume it with --resume")
     sim = registry.make(config["scenario"], **config["params"])
-    net = make_policy(config["policy"], sim, **config.get("policy_kwargs", {}))
+    net = make_policy(config["scenario"], config["policy"], sim, **config.get("policy_kwargs", {}))
     net.load_state_dict(checkpoint["best_policy"])
     return net, checkpoint
 
@@ -165,7 +169,7 @@ def solve(
 def eval_window(sim, horizon: int | None, warmup: int | None) -> tuple[int, int]:
     """Evaluation periods and uncounted warm-up; a shorter horizon keeps the scenario's
     warm-up fraction (e.g. 3,000 of 5,000)."""
-    p = sim.params
+    p = getattr(sim, "params", sim)
     horizon = int(horizon or p.eval_horizon)
     if horizon < 2:
         raise ValueError(f"horizon: evaluation needs at least 2 periods, got {horizon}")
@@ -184,8 +188,9 @@ def benchmark(
     train_steps: int | None = None,
     run: str | Path | None = None,
     policy: str | None = None,
+    algos: list[str] | None = None,
     device: str | None = "cpu",
-    eval_episodes: int = 256,
+    eval_episodes: int | None = None,
     eval_horizon: int | None = None,
     eval_warmup: int | None = None,
     seed: int = 0,
@@ -194,36 +199,52 @@ def benchmark(
     log=print,
     train_hyper: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Learned policy vs tuned heuristics vs solver references, all on the same traces.
+    """Learned policies vs tuned heuristics vs solver references, all on the same traces.
 
-    ``frame.attrs['history']`` holds the training history when the policy was trained here."""
+    Trains one policy per algorithm in ``algos`` (default: the scenario's
+    ``bench_algorithms``), or loads one from the run folder ``run``.
+    ``frame.attrs['histories']`` maps each algorithm trained here to its training history
+    (``frame.attrs['history']`` is the first one's)."""
     spec = registry.get(scenario)
     params = dict(params or {})
     dev = resolve_device(device)
+    defaults = {"eval_episodes": 256, "tune_episodes": 64, "tune_horizon": 1000,
+                **spec.bench_defaults}
+    eval_episodes = int(eval_episodes or defaults["eval_episodes"])
+    if eval_episodes < 1:
+        raise ValueError(f"episodes: must be >= 1, got {eval_episodes}")
+    learned: list[Entry] = []
+    histories: dict[str, list[dict[str, float]]] = {}
     if run is not None:
         net, checkpoint = load_policy(run, scenario)
-        learned = Entry(f"{checkpoint['config']['algo']}-{checkpoint['config']['policy']}",
-                        net.to(dev), "learned",
-                        f"loaded; best of {checkpoint['steps_done']} steps at "
-                        f"{checkpoint['best_step']}", checkpoint["wall_s"])
+        learned.append(Entry(f"{checkpoint['config']['algo']}-{checkpoint['config']['policy']}",
+                             net.to(dev), "learned",
+                             f"loaded; best of {checkpoint['steps_done']} steps at "
+                             f"{checkpoint['best_step']}", checkpoint["wall_s"]))
         params = checkpoint["config"]["params"]
     sim = spec.build(**params)
     horizon, warmup = eval_window(sim, eval_horizon, eval_warmup)
     if run is None:
-        log(f"[oprl] training {policy or spec.policy} with {spec.algorithm} on {scenario} ...")
-        with tempfile.TemporaryDirectory() as tmp:
-            outcome = train(scenario, params, policy=policy, steps=train_steps, device=device,
-                            out=Path(tmp) / "run", seed=seed, progress=progress,
-                            **(train_hyper or {}))
-        learned = Entry(f"{spec.algorithm}-{policy or spec.policy}", outcome.policy.to(dev),
-                        "learned", f"trained {outcome.steps_done} steps, best at "
-                        f"{outcome.best_step}", outcome.wall_s)
+        for algo in algos or list(spec.bench_algorithms or (spec.algorithm,)):
+            kind = policy or spec.policy
+            log(f"[oprl] training {kind} with {algo} on {scenario} ...")
+            with tempfile.TemporaryDirectory() as tmp:
+                outcome = train(scenario, params, algo=algo, policy=policy, steps=train_steps,
+                                device=device, out=Path(tmp) / "run", seed=seed,
+                                progress=progress, **(train_hyper or {}))
+            histories[algo] = outcome.history
+            learned.append(Entry(f"{algo}-{kind}", outcome.policy.to(dev), "learned",
+                                 f"trained {outcome.steps_done} steps, best at "
+                                 f"{outcome.best_step}", outcome.wall_s))
     log("[oprl] tuning heuristics on training traces ...")
     start = time.perf_counter()
-    tune_trace = sim.sample_trace(64, min(horizon, 1000), seed=seed + TUNE_SEED, device=dev)
-    heuristics = registry.load(spec.heuristics)(sim, tune_trace, min(warmup, tune_trace.horizon // 3))
+    tune_trace = sim.sample_trace(int(defaults["tune_episodes"]),
+                                  min(horizon, int(defaults["tune_horizon"])),
+                                  seed=seed + TUNE_SEED, device=dev)
+    tune_warmup = min(warmup, tune_trace.horizon // 3)
+    heuristics = registry.load(spec.heuristics)(sim, tune_trace, tune_warmup)
     tune_s = time.perf_counter() - start
-    entries = [learned] + [
+    entries = learned + [
         Entry(name, pol, "heuristic", status, tune_s) for name, (pol, status) in heuristics.items()
     ]
     log("[oprl] solving references on the evaluation traces ...")
@@ -232,7 +253,8 @@ def benchmark(
     log(f"[oprl] evaluating on {eval_episodes} episodes x {horizon} periods "
         f"(first {warmup} not counted) ...")
     frame = evaluate(sim, trace, warmup, entries, references)
-    frame.attrs["history"] = outcome.history if run is None else []
+    frame.attrs["histories"] = histories
+    frame.attrs["history"] = next(iter(histories.values()), [])
     if csv is not None:
         write_csv(Path(csv), frame[COLUMNS])
     return frame

@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a policy into a run folder")
     common(t)
     t.add_argument("--algo")
-    t.add_argument("--policy", choices=["mlp", "gnn"])
+    t.add_argument("--policy", help="one of the scenario's policies (default: its own)")
     t.add_argument("--steps", type=int)
     t.add_argument("--out")
     t.add_argument("--resume", action="store_true")
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="score a run's policy against heuristics and solvers")
     e.add_argument("run_dir")
     e.add_argument("--device", default="cpu")
-    e.add_argument("--episodes", type=int, default=256)
+    e.add_argument("--episodes", type=int)
     e.add_argument("--csv")
 
     s = sub.add_parser("solve", help="run the scenario's reference solvers")
@@ -56,9 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="learned policy vs heuristics vs solvers on the same traces")
     common(b)
     b.add_argument("--train-steps", type=int)
-    b.add_argument("--policy", choices=["mlp", "gnn"])
+    b.add_argument("--policy", help="one of the scenario's policies (default: its own)")
+    b.add_argument("--algo", action="append", dest="algos", metavar="ALGO",
+                   help="train with this algorithm (repeatable; default: the scenario's)")
     b.add_argument("--run", help="load the learned policy from this run folder")
-    b.add_argument("--episodes", type=int, default=256)
+    b.add_argument("--episodes", type=int, help="evaluation episodes (default: the scenario's)")
     b.add_argument("--horizon", type=int)
     b.add_argument("--csv")
     b.add_argument("--plot", help="write a PNG of each policy's cost against the reference")
@@ -87,8 +89,9 @@ def run(argv: list[str] | None = None) -> int:
                             policy=args.policy, steps=args.steps, device=args.device,
                             out=args.out, resume=args.resume, seed=args.seed, progress=True)
         last = outcome.history[-1]
-        print(f"run: {outcome.run_dir}  steps: {outcome.steps_done}  best dev cost "
-              f"{min(h['dev_cost'] for h in outcome.history):.4f} at step {outcome.best_step}  "
+        key = api.dev_key(outcome.history)
+        print(f"run: {outcome.run_dir}  steps: {outcome.steps_done}  best {key.replace('_', ' ')} "
+              f"{api.best_dev(outcome.history):.4f} at step {outcome.best_step}  "
               f"({last['wall_s']:.0f} s)")
         from oprl.plots import learning_curve
 
@@ -109,7 +112,8 @@ def run(argv: list[str] | None = None) -> int:
                   f"({r.wall_s:.2f} s)")
     elif args.command == "bench":
         frame = api.benchmark(args.scenario, parse_sets(args.set), train_steps=args.train_steps,
-                              run=args.run, policy=args.policy, device=args.device,
+                              run=args.run, policy=args.policy, algos=args.algos,
+                              device=args.device,
                               eval_episodes=args.episodes, eval_horizon=args.horizon,
                               seed=args.seed, csv=args.csv, progress=True,
                               log=lambda m: print(m, file=sys.stderr))

@@ -36,11 +36,28 @@ class Entry:
     wall_s: float = 0.0
 
 
+def episode_scores(
+    sim: Simulator, policy: Policy, trace: Trace, warmup: int
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The scenario's metric for every episode of ``trace`` ``[B]`` and its secondary metrics
+    (``sim.episode_metrics``, e.g. served orders or survival), without gradients."""
+    extra = getattr(sim, "episode_metrics", None)
+    was_training = getattr(policy, "training", None)
+    if was_training:
+        policy.eval()
+    with torch.no_grad():
+        result = rollout(sim, policy, trace, keep_metrics=extra is not None)
+    if was_training:
+        policy.train()
+    main = sim.episode_metric(result.rewards, warmup).double().cpu()
+    extras = {} if extra is None else {
+        k: torch.as_tensor(v).double().cpu() for k, v in extra(result, warmup).items()}
+    return main, extras
+
+
 def episode_values(sim: Simulator, policy: Policy, trace: Trace, warmup: int) -> Tensor:
     """The scenario's metric for every episode of ``trace`` ``[B]`` (no gradients)."""
-    with torch.no_grad():
-        result = rollout(sim, policy, trace)
-    return sim.episode_metric(result.rewards, warmup).double().cpu()
+    return episode_scores(sim, policy, trace, warmup)[0]
 
 
 def _stderr(values: Tensor) -> float:
@@ -49,14 +66,18 @@ def _stderr(values: Tensor) -> float:
 
 
 def _reference_values(result: SolverResult, sim: Simulator, trace: Trace, warmup: int):
-    """Per-episode reference values and the episodes they cover (None: a scalar objective)."""
+    """Per-episode reference values, the episodes they cover (None: a scalar objective) and
+    secondary metrics (simulated for a policy, else ``details['metrics']``)."""
     if result.policy is not None:
-        return episode_values(sim, result.policy, trace, warmup), torch.arange(trace.batch)
+        values, extras = episode_scores(sim, result.policy, trace, warmup)
+        return values, torch.arange(trace.batch), extras
+    extras = {k: torch.as_tensor(v).double().reshape(-1).cpu()
+              for k, v in result.details.get("metrics", {}).items()}
     if result.per_trace is not None:
         episodes = result.details.get("episodes")
         episodes = torch.arange(len(result.per_trace)) if episodes is None else torch.as_tensor(episodes)
-        return result.per_trace.double().cpu(), episodes
-    return None, None
+        return result.per_trace.double().cpu(), episodes, extras
+    return None, None, extras
 
 
 def choose_reference(references: list[SolverResult]) -> SolverResult | None:
@@ -87,77 +108,99 @@ def evaluate(
     references: list[SolverResult] = (),
 ) -> pd.DataFrame:
     """One row per policy and per solver: mean and standard error of the metric over the
-    episodes of ``trace``, and the paired gap in % to the chosen reference."""
+    episodes of ``trace``, and the paired gap in % to the chosen reference
+    (``100 * (value - reference) / |reference|``: positive is a higher value, which is worse for
+    a cost and better for a reward). Secondary metrics add one row each with their own
+    ``metric`` name, gapped against the same reference where it reports them."""
     metric = getattr(sim, "metric_name", "reward")
     rows = []
     ref = choose_reference(list(references))
-    ref_values, ref_episodes = (None, None)
+    ref_values, ref_episodes, ref_extras = (None, None, {})
     if ref is not None:
-        ref_values, ref_episodes = _reference_values(ref, sim, trace, warmup)
+        ref_values, ref_episodes, ref_extras = _reference_values(ref, sim, trace, warmup)
 
-    def gap(values: Tensor) -> tuple[float, float]:
+    def gap(values: Tensor, base_values: Tensor | None, base: float) -> tuple[float, float]:
         """Paired gap (and its standard error) in % of per-episode ``values`` (all episodes of
-        the trace) to the reference."""
+        the trace) to the reference's ``base_values`` (or its scalar ``base``)."""
         if ref is None:
             return float("nan"), float("nan")
-        if ref_values is None:
-            return _pct(float(values.mean()) - ref.objective, ref.objective), float("nan")
-        diff = values[ref_episodes] - ref_values
-        base = float(ref_values.mean())
-        return _pct(float(diff.mean()), base), _pct(_stderr(diff), base)
+        if base_values is None:
+            return _pct(float(values.mean()) - base, base), float("nan")
+        if base_values.numel() == 1:  # a scalar secondary metric
+            return _pct(float(values.mean()) - float(base_values), float(base_values)), float("nan")
+        if values.numel() != trace.batch:  # another per-trace bound: compare on its episodes
+            if values.numel() != base_values.numel():
+                return float("nan"), float("nan")
+            diff = values - base_values
+        else:
+            diff = values[ref_episodes] - base_values
+        mean = float(base_values.mean())
+        return _pct(float(diff.mean()), mean), _pct(_stderr(diff), mean)
 
-    def row(name, kind, mean, stderr, status, wall_s, gap_pct, gap_err=float("nan")):
+    def row(name, kind, name_metric, mean, stderr, status, wall_s, gap_pct, gap_err=float("nan")):
         rows.append({
-            "scenario": sim.name, "policy": name, "kind": kind, "metric": metric,
+            "scenario": sim.name, "policy": name, "kind": kind, "metric": name_metric,
             "mean": mean, "stderr": stderr,
             "reference": ref.name if ref else "", "reference_kind": ref.kind if ref else "",
             "gap_pct": gap_pct, "status": status, "wall_s": wall_s, "gap_stderr_pct": gap_err,
         })
 
-    def scored(name, kind, values, status, wall_s):
-        row(name, kind, float(values.mean()), _stderr(values), status, wall_s, *gap(values))
+    def scored(name, kind, values, extras, status, wall_s, is_ref=False):
+        if values is None:
+            pass
+        elif is_ref:
+            row(name, kind, metric, float(values.mean()), _stderr(values), status, wall_s, 0.0, 0.0)
+        else:
+            row(name, kind, metric, float(values.mean()), _stderr(values), status, wall_s,
+                *gap(values, ref_values, ref.objective if ref else float("nan")))
+        for key, vals in extras.items():
+            base = ref_extras.get(key)
+            pct = (float("nan"), float("nan")) if base is None else gap(vals, base, float("nan"))
+            row(name, kind, key, float(vals.mean()), _stderr(vals), status, wall_s, *pct)
 
     for result in references:
         # the reference's own values were computed above: never simulate its policy twice
-        values = ref_values if result is ref else _reference_values(result, sim, trace, warmup)[0]
-        if values is None:
-            pct = gap(torch.tensor([result.objective], dtype=torch.float64))[0]
-            row(result.name, result.kind, result.objective, float("nan"), result.status,
-                result.wall_s, pct if ref_values is None else float("nan"))
-        elif result is ref:
-            status = result.status if result.policy is None else (
-                f"{result.status}; exact {result.objective:.4f}")
-            row(result.name, result.kind, float(values.mean()), _stderr(values), status,
-                result.wall_s, 0.0, 0.0)
-        elif result.policy is not None:  # simulated on the traces; show its exact value too
-            scored(result.name, result.kind, values,
-                   f"{result.status}; exact {result.objective:.4f}", result.wall_s)
-        else:  # a per-trace bound that is not the reference: gap on its own episodes
-            comparable = ref_values is not None and len(values) == len(ref_episodes)
-            pct = (_pct(float((values - ref_values).mean()), float(ref_values.mean()))
-                   if comparable else float("nan"))
-            row(result.name, result.kind, float(values.mean()), _stderr(values), result.status,
-                result.wall_s, pct)
+        if result is ref:
+            values, extras = ref_values, ref_extras
+        else:
+            values, _, extras = _reference_values(result, sim, trace, warmup)
+        status = result.status if result.policy is None else (
+            f"{result.status}; exact {result.objective:.4f}")
+        if values is None:  # a scalar objective
+            pct = gap(torch.tensor([result.objective], dtype=torch.float64), ref_values,
+                      ref.objective)[0] if ref_values is None else float("nan")
+            row(result.name, result.kind, metric, result.objective, float("nan"), result.status,
+                result.wall_s, 0.0 if result is ref else pct)
+        scored(result.name, result.kind, values, extras, status, result.wall_s, result is ref)
     for entry in entries:
-        scored(entry.name, entry.kind, episode_values(sim, entry.policy, trace, warmup),
+        scored(entry.name, entry.kind, *episode_scores(sim, entry.policy, trace, warmup),
                entry.status, entry.wall_s)
     return pd.DataFrame(rows, columns=[*COLUMNS, "gap_stderr_pct"])
 
 
 def format_table(frame: pd.DataFrame) -> str:
-    """A compact fixed-width table for the terminal."""
-    shown = frame[["policy", "kind", "mean", "stderr", "gap_pct", "status", "wall_s"]].copy()
+    """A compact fixed-width table for the terminal: the main metric, then one column per
+    secondary metric (mean over episodes)."""
+    if not len(frame):
+        return "(no rows)"
+    main_metric = frame["metric"].iloc[0]
+    main = frame[frame["metric"] == main_metric]
+    shown = main[["policy", "kind", "mean", "stderr", "gap_pct", "status", "wall_s"]].copy()
     shown["mean"] = shown["mean"].map(lambda v: f"{v:.4f}")
     shown["stderr"] = shown["stderr"].map(lambda v: "" if math.isnan(v) else f"{v:.4f}")
-    err = frame.get("gap_stderr_pct", pd.Series(float("nan"), index=frame.index))
+    err = main.get("gap_stderr_pct", pd.Series(float("nan"), index=main.index))
     shown["gap_pct"] = [
         "" if math.isnan(g) else f"{g:+.2f}%" + ("" if math.isnan(e) or e == 0 else f" ±{e:.2f}")
-        for g, e in zip(frame["gap_pct"], err)
+        for g, e in zip(main["gap_pct"], err)
     ]
     shown["wall_s"] = shown["wall_s"].map(lambda v: f"{v:.1f}")
-    header = ""
-    if len(frame):
-        first = frame.iloc[0]
-        header = (f"{first['scenario']}  metric: {first['metric']}  reference: "
-                  f"{first['reference']} ({first['reference_kind']})\n")
-    return header + shown.to_string(index=False)
+    first = frame.iloc[0]
+    header = (f"{first['scenario']}  metric: {main_metric}  reference: "
+              f"{first['reference']} ({first['reference_kind']})\n")
+    text = header + shown.to_string(index=False)
+    extra = frame[frame["metric"] != main_metric]
+    if len(extra):
+        table = extra.pivot_table(index="policy", columns="metric", values="mean", sort=False)
+        text += "\n\nsecondary metrics (mean per episode)\n" + table.to_string(
+            float_format=lambda v: f"{v:.4g}")
+    return text

@@ -1,27 +1,41 @@
-"""Scenario names -> simulator factory, heuristics, reference solvers and training defaults.
+"""Scenario names -> simulator factory, policies, algorithms, heuristics, references.
 
-Domain modules are imported lazily so `oprl list` stays fast and one domain's optional
-dependency never breaks another.
+Each domain lists its scenarios in ``oprl/scenarios/<domain>.py``. Code is referenced by
+"module:function" paths and imported on first use, so `oprl list` stays fast and one domain's
+optional dependency never breaks another.
+
+Contracts of the referenced callables:
+
+- ``factory(**params) -> Simulator`` (see `oprl.core.Simulator`); the simulator also has
+  ``name``, ``metric_name``, ``episode_metric(rewards, warmup) -> [B]`` and evaluation defaults
+  ``params.eval_horizon`` / ``params.eval_warmup``; optionally ``episode_metrics(rollout,
+  warmup) -> {name: [B]}`` for secondary metrics reported beside the main one.
+- ``policies[name](sim, **policy_kwargs) -> nn.Module`` mapping an observation to an action.
+- ``algorithms[name](sim, policy, *, steps, seed, device, callback, start_state, **hyper)``
+  returns an object with ``policy`` (best weights loaded), ``history`` (rows with ``step``,
+  ``wall_s`` and ``dev_cost`` or ``dev_reward``), ``best_step``, ``steps_done``, ``wall_s``;
+  ``callback(step, policy, optimizer, history, state=...)`` after each dev evaluation, where
+  ``state`` passed back as ``start_state`` resumes the run exactly.
+- ``heuristics(sim, trace, warmup) -> {name: (policy, status)}`` fits classical policies on
+  training traces; ``references(sim, trace, warmup) -> list[SolverResult]`` computes optima or
+  bounds on the evaluation trace itself.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+DOMAINS = ("inventory", "dispatch", "economy", "fishery", "recsys")
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """How to build, benchmark and train one named scenario.
-
-    ``factory``, ``heuristics`` and ``references`` are "module:function" paths:
-    ``heuristics(sim, trace, warmup) -> dict[name, policy]`` fits classical policies on training
-    traces; ``references(sim, trace, warmup) -> list[SolverResult]`` computes optima or bounds on
-    the evaluation trace itself.
-    """
+    """How to build, train and benchmark one named scenario."""
 
     name: str
     factory: str
@@ -32,10 +46,20 @@ class Scenario:
     policy: str = "mlp"
     train_defaults: dict[str, Any] = field(default_factory=dict)
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    policies: Mapping[str, str] = field(default_factory=dict)
+    algorithms: Mapping[str, str] = field(default_factory=dict)
+    # the learned policies `oprl bench` trains side by side (default: just ``algorithm``)
+    bench_algorithms: tuple[str, ...] = ()
+    # settings of `benchmark`: eval_episodes, tune_episodes, tune_horizon
+    bench_defaults: dict[str, Any] = field(default_factory=dict)
+    # parameter names a factory's ``**kw`` passes through (shown by `oprl list`, accepted)
+    common_params: tuple[str, ...] = ()
+    # per-algorithm overrides of ``train_defaults``
+    algorithm_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def build(self, **params: Any):
         factory = load(self.factory)
-        allowed = _parameters(factory)
+        allowed = self.parameters()
         unknown = sorted(set(params) - set(allowed))
         if unknown:
             raise ValueError(
@@ -49,7 +73,23 @@ class Scenario:
             raise ValueError(f"{self.name}: bad parameter value ({err})") from None
 
     def parameters(self) -> dict[str, Any]:
-        return _parameters(load(self.factory))
+        return _parameters(load(self.factory), self.common_params)
+
+    def policy_builder(self, name: str) -> Callable:
+        if name not in self.policies:
+            raise ValueError(f"policy: unknown {name!r} for {self.name}; allowed: "
+                             f"{', '.join(self.policies)}")
+        return load(self.policies[name])
+
+    def trainer(self, name: str) -> Callable:
+        if name not in self.algorithms:
+            raise ValueError(f"algo: unknown {name!r} for {self.name}; allowed: "
+                             f"{', '.join(self.algorithms)}")
+        return load(self.algorithms[name])
+
+    def hyper(self, algorithm: str) -> dict[str, Any]:
+        """Training defaults of ``algorithm`` on this scenario."""
+        return {**self.train_defaults, **self.algorithm_defaults.get(algorithm, {})}
 
 
 def load(path: str) -> Callable:
@@ -58,12 +98,9 @@ def load(path: str) -> Callable:
     return getattr(importlib.import_module(module), attr)
 
 
-_COMMON = ("horizon", "warmup", "eval_horizon", "eval_warmup", "initial_onhand", "demand_lags")
-
-
-def _parameters(factory: Callable) -> dict[str, Any]:
-    """Named parameters of a factory with their defaults; pass-through ``**kw`` adds the
-    common scenario fields."""
+def _parameters(factory: Callable, common: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Named parameters of a factory with their defaults; a pass-through ``**kw`` adds the
+    scenario's common parameters."""
     sig = inspect.signature(factory)
     out = {
         n: (None if p.default is inspect.Parameter.empty else p.default)
@@ -71,48 +108,25 @@ def _parameters(factory: Callable) -> dict[str, Any]:
         if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
     }
     if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-        for name in _COMMON:
+        for name in common:
             out.setdefault(name, None)
     return out
 
 
-_INV = "simulators.inventory:"
-_INV_HEUR = "policies.heuristics:inventory_heuristics"
-_INV_REF = "solvers.inventory:references"
-# measured on 2 CPU cores (benchmarks/RESULTS.md): ~0.3 s per MLP step at batch 256
-_ONE_STORE = {"steps": 600, "batch_size": 256, "lr": 3e-3, "lr_final_fraction": 0.05}
-_NETWORK = {"steps": 300, "batch_size": 64, "lr": 3e-3, "lr_final_fraction": 0.1,
-            "dev_scenarios": 128}
-_SMALL_GNN = {"hidden": 32, "layers": 2}
+def _collect() -> dict[str, Scenario]:
+    scenarios: dict[str, Scenario] = {}
+    for domain in DOMAINS:
+        module = f"oprl.scenarios.{domain}"
+        if importlib.util.find_spec(module) is None:  # a domain not built yet
+            continue
+        for spec in importlib.import_module(module).SCENARIOS:
+            if spec.name in scenarios:
+                raise RuntimeError(f"scenario {spec.name!r} is registered twice")
+            scenarios[spec.name] = spec
+    return scenarios
 
-SCENARIOS: dict[str, Scenario] = {
-    s.name: s
-    for s in [
-        Scenario("inventory/one_store_backlog", _INV + "one_store_backlog",
-                 "one store, backlogged Normal(5,1.6) demand; optimum: base-stock", _INV_HEUR,
-                 _INV_REF, train_defaults=_ONE_STORE),
-        Scenario("inventory/one_store_lost", _INV + "one_store_lost",
-                 "one store, lost sales, Poisson(5) demand; optimum: dynamic programme",
-                 _INV_HEUR, _INV_REF, train_defaults=_ONE_STORE),
-        Scenario("inventory/serial", _INV + "serial",
-                 "4-location serial system, backlog; optimum: echelon base-stock", _INV_HEUR,
-                 _INV_REF, train_defaults=_ONE_STORE),
-        Scenario("inventory/transshipment", _INV + "transshipment",
-                 "transshipment centre and stores; bound: pooled newsvendor", _INV_HEUR,
-                 _INV_REF, policy="gnn", train_defaults=_NETWORK, policy_kwargs=_SMALL_GNN),
-        Scenario("inventory/one_warehouse", _INV + "one_warehouse",
-                 "one warehouse, many lost-sales stores; bound: perfect-information LP",
-                 _INV_HEUR, _INV_REF, policy="gnn", train_defaults=_NETWORK, policy_kwargs=_SMALL_GNN),
-        Scenario("inventory/many_warehouses", _INV + "many_warehouses",
-                 "several warehouses, per-edge lead times and costs; bound: perfect-info LP",
-                 _INV_HEUR, _INV_REF, policy="gnn", train_defaults=_NETWORK, policy_kwargs=_SMALL_GNN),
-        Scenario("inventory/real_data", _INV + "real_data",
-                 "per-product demand series from a CSV/Parquet file; ceiling: perfect foresight",
-                 _INV_HEUR, _INV_REF,
-                 train_defaults={"steps": 300, "batch_size": 128, "lr": 3e-3,
-                                 "lr_final_fraction": 0.05}),
-    ]
-}
+
+SCENARIOS: dict[str, Scenario] = _collect()
 
 
 def get(name: str) -> Scenario:

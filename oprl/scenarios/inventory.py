@@ -1,0 +1,47 @@
+"""The inventory scenarios (DESIGN.md, "Inventory networks")."""
+
+from __future__ import annotations
+
+from oprl.registry import Scenario
+
+_INV = "simulators.inventory:"
+_INV_HEUR = "policies.heuristics:inventory_heuristics"
+_INV_REF = "solvers.inventory:references"
+# measured on 2 CPU cores (benchmarks/RESULTS.md): ~0.3 s per MLP step at batch 256
+_ONE_STORE = {"steps": 600, "batch_size": 256, "lr": 3e-3, "lr_final_fraction": 0.05}
+_NETWORK = {"steps": 300, "batch_size": 64, "lr": 3e-3, "lr_final_fraction": 0.1,
+            "dev_scenarios": 128}
+_SMALL_GNN = {"hidden": 32, "layers": 2}
+_POLICIES = {"mlp": "policies.mlp:MLPPolicy", "gnn": "policies.gnn:GNNPolicy"}
+_ALGORITHMS = {"hdpo": "oprl.algorithms.hdpo:train_hdpo"}
+# scenario fields every inventory factory passes through to InventoryParams
+_COMMON = ("horizon", "warmup", "eval_horizon", "eval_warmup", "initial_onhand", "demand_lags")
+_SHARED = {"policies": _POLICIES, "algorithms": _ALGORITHMS, "common_params": _COMMON}
+
+SCENARIOS = [
+    Scenario("inventory/one_store_backlog", _INV + "one_store_backlog",
+             "one store, backlogged Normal(5,1.6) demand; optimum: base-stock", _INV_HEUR,
+             _INV_REF, train_defaults=_ONE_STORE, **_SHARED),
+    Scenario("inventory/one_store_lost", _INV + "one_store_lost",
+             "one store, lost sales, Poisson(5) demand; optimum: dynamic programme",
+             _INV_HEUR, _INV_REF, train_defaults=_ONE_STORE, **_SHARED),
+    Scenario("inventory/serial", _INV + "serial",
+             "4-location serial system, backlog; optimum: echelon base-stock", _INV_HEUR,
+             _INV_REF, train_defaults=_ONE_STORE, **_SHARED),
+    Scenario("inventory/transshipment", _INV + "transshipment",
+             "transshipment centre and stores; bound: pooled newsvendor", _INV_HEUR,
+             _INV_REF, policy="gnn", train_defaults=_NETWORK, policy_kwargs=_SMALL_GNN, **_SHARED),
+    Scenario("inventory/one_warehouse", _INV + "one_warehouse",
+             "one warehouse, many lost-sales stores; bound: perfect-information LP",
+             _INV_HEUR, _INV_REF, policy="gnn", train_defaults=_NETWORK, policy_kwargs=_SMALL_GNN, **_SHARED),
+    Scenario("inventory/many_warehouses", _INV + "many_warehouses",
+             "several warehouses, per-edge lead times and costs; bound: perfect-info LP",
+             _INV_HEUR, _INV_REF, policy="gnn", train_defaults=_NETWORK, policy_kwargs=_SMALL_GNN, **_SHARED),
+    Scenario("inventory/real_data", _INV + "real_data",
+             "per-product demand series from a CSV/Parquet file; ceiling: perfect foresight",
+             _INV_HEUR, _INV_REF,
+             train_defaults={"steps": 300, "batch_size": 128, "lr": 3e-3,
+                             "lr_final_fraction": 0.05}, **_SHARED),
+]
+
+
