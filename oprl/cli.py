@@ -64,6 +64,19 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--horizon", type=int)
     b.add_argument("--csv")
     b.add_argument("--plot", help="write a PNG of each policy's cost against the reference")
+
+    w = sub.add_parser("sweep", help="batch scenario analysis over a grid of parameters")
+    w.add_argument("spec", help="sweep spec (YAML); see examples/sweeps/")
+    w.add_argument("--backend", choices=["local", "ray"], default="local")
+    w.add_argument("--address", help="Ray cluster address HOST:PORT (default: a local Ray)")
+    w.add_argument("--device", default="cpu")
+    w.add_argument("--out", help="results folder (default: sweeps/<spec file name>)")
+
+    r = sub.add_parser("report", help="summary tables and plots of a sweep folder")
+    r.add_argument("out")
+    r.add_argument("--x", help="parameter across the heatmaps and curves")
+    r.add_argument("--y", help="parameter down the heatmaps")
+    r.add_argument("--metric", help="metric to summarise (default: the scenario's)")
     return p
 
 
@@ -80,6 +93,23 @@ def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "list":
         _list()
+        return 0
+    if args.command == "sweep":
+        from pathlib import Path
+
+        from oprl.sweep import run_sweep
+
+        out = args.out or str(Path("sweeps") / Path(args.spec).stem)
+        frame = run_sweep(args.spec, out, backend=args.backend, address=args.address,
+                          device=args.device, progress=True,
+                          log=lambda m: print(m, file=sys.stderr))
+        print(f"{frame['cell_id'].nunique() if len(frame) else 0} cells in {out}; "
+              f"summarise with: oprl report {out}")
+        return 0
+    if args.command == "report":
+        from oprl.report import report
+
+        print(report(args.out, x=args.x, y=args.y, metric=args.metric))
         return 0
     from oprl import api
     from oprl.evaluate import format_table

@@ -65,11 +65,15 @@ def _stderr(values: Tensor) -> float:
     return float(values.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
 
 
-def _reference_values(result: SolverResult, sim: Simulator, trace: Trace, warmup: int):
+def _reference_values(result: SolverResult, sim: Simulator, trace: Trace, warmup: int,
+                      scores=None):
     """Per-episode reference values, the episodes they cover (None: a scalar objective) and
     secondary metrics (simulated for a policy, else ``details['metrics']``)."""
     if result.policy is not None:
-        values, extras = episode_scores(sim, result.policy, trace, warmup)
+        if scores is None:
+            values, extras = episode_scores(sim, result.policy, trace, warmup)
+        else:
+            values, extras = scores(result.name, result.policy)
         return values, torch.arange(trace.batch), extras
     extras = {k: torch.as_tensor(v).double().reshape(-1).cpu()
               for k, v in result.details.get("metrics", {}).items()}
@@ -106,18 +110,30 @@ def evaluate(
     warmup: int,
     entries: list[Entry],
     references: list[SolverResult] = (),
+    precomputed: dict[str, tuple[Tensor, dict[str, Tensor]]] | None = None,
 ) -> pd.DataFrame:
     """One row per policy and per solver: mean and standard error of the metric over the
     episodes of ``trace``, and the paired gap in % to the chosen reference
     (``100 * (value - reference) / |reference|``: positive is a higher value, which is worse for
     a cost and better for a reward). Secondary metrics add one row each with their own
-    ``metric`` name, gapped against the same reference where it reports them."""
+    ``metric`` name, gapped against the same reference where it reports them.
+
+    ``precomputed`` maps a policy's (or a solver's policy's) name to its per-episode scores on
+    ``trace`` (``episode_scores``' output) when they were simulated elsewhere, e.g. in one
+    batched rollout over many scenario settings (`oprl.sweep`)."""
     metric = getattr(sim, "metric_name", "reward")
+    precomputed = precomputed or {}
+
+    def scores(name: str, policy: Policy) -> tuple[Tensor, dict[str, Tensor]]:
+        if name in precomputed:
+            return precomputed[name]
+        return episode_scores(sim, policy, trace, warmup)
+
     rows = []
     ref = choose_reference(list(references))
     ref_values, ref_episodes, ref_extras = (None, None, {})
     if ref is not None:
-        ref_values, ref_episodes, ref_extras = _reference_values(ref, sim, trace, warmup)
+        ref_values, ref_episodes, ref_extras = _reference_values(ref, sim, trace, warmup, scores)
 
     def gap(values: Tensor, base_values: Tensor | None, base: float) -> tuple[float, float]:
         """Paired gap (and its standard error) in % of per-episode ``values`` (all episodes of
@@ -163,7 +179,7 @@ def evaluate(
         if result is ref:
             values, extras = ref_values, ref_extras
         else:
-            values, _, extras = _reference_values(result, sim, trace, warmup)
+            values, _, extras = _reference_values(result, sim, trace, warmup, scores)
         status = result.status if result.policy is None else (
             f"{result.status}; exact {result.objective:.4f}")
         if values is None:  # a scalar objective
@@ -173,7 +189,7 @@ def evaluate(
                 result.wall_s, 0.0 if result is ref else pct)
         scored(result.name, result.kind, values, extras, status, result.wall_s, result is ref)
     for entry in entries:
-        scored(entry.name, entry.kind, *episode_scores(sim, entry.policy, trace, warmup),
+        scored(entry.name, entry.kind, *scores(entry.name, entry.policy),
                entry.status, entry.wall_s)
     return pd.DataFrame(rows, columns=[*COLUMNS, "gap_stderr_pct"])
 

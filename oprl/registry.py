@@ -56,6 +56,14 @@ class Scenario:
     common_params: tuple[str, ...] = ()
     # per-algorithm overrides of ``train_defaults``
     algorithm_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # every name ``heuristics`` / ``references`` may return (lets a sweep spec be checked
+    # before any work; empty: not checked)
+    heuristic_names: tuple[str, ...] = ()
+    reference_names: tuple[str, ...] = ()
+    # batching many settings into one rollout (`oprl.sweep`): ``align(sims) -> sims`` with one
+    # observation layout, ``stack(sims, episodes) -> sim`` (ValueError if they cannot share)
+    align: str = ""
+    stack: str = ""
 
     def build(self, **params: Any):
         factory = load(self.factory)

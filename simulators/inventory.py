@@ -15,7 +15,7 @@ gradients (HDPO) flow through the whole horizon.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -248,6 +248,9 @@ class InventoryParams:
     eval_warmup: int = 3000
     name: str = "inventory/custom"
     extras: dict = field(default_factory=dict)
+    # pipeline slots in the observation; 0: just enough for the longest lead time. Simulators
+    # of one sweep group share it so their observations line up (see `align_simulators`)
+    pipeline_slots: int = 0
 
     def __post_init__(self) -> None:
         net = self.network
@@ -266,6 +269,8 @@ class InventoryParams:
             )
         if self.demand_lags < 0:
             raise ValueError("demand_lags: must be >= 0")
+        if self.pipeline_slots < 0:
+            raise ValueError("pipeline_slots: must be >= 0")
         if not 0 <= self.warmup < self.horizon:
             raise ValueError(f"warmup: must lie in [0, horizon={self.horizon})")
         if not 0 <= self.eval_warmup < self.eval_horizon:
@@ -325,7 +330,7 @@ class InventorySimulator:
         self.edge_src = torch.tensor([s for s, _ in net.edges], dtype=torch.long)
         self.edge_dst = torch.tensor([d for _, d in net.edges], dtype=torch.long)
         # pipeline slots: slot j holds what becomes available j + 1 periods from now
-        self.slots = max(params.max_lead_time, 1)
+        self.slots = max(params.max_lead_time, params.pipeline_slots, 1)
         kinds = net.kinds
         self.is_store = torch.tensor([k == "store" for k in kinds])
         self.is_transship = torch.tensor([k == "transship" for k in kinds])
@@ -540,6 +545,52 @@ class InventorySimulator:
 
 
 # -- scenarios ---------------------------------------------------------------------------------
+
+
+# -- many settings in one batch (used by `oprl.sweep`) -------------------------------------
+_PER_SAMPLE = ("lead_time", "holding", "penalty", "order_cost", "initial_onhand")
+
+
+def align_simulators(sims: Sequence[InventorySimulator]) -> list[InventorySimulator]:
+    """The same scenarios with one observation layout (the most pipeline slots any needs), so
+    that their episodes can share one batch; dynamics and optima are unchanged."""
+    slots = max(sim.slots for sim in sims)
+    return [InventorySimulator(replace(sim.params, pipeline_slots=slots)) for sim in sims]
+
+
+def stack_simulators(sims: Sequence[InventorySimulator], episodes: int) -> InventorySimulator:
+    """One simulator whose batch is ``episodes`` episodes of each of ``sims`` in turn.
+
+    The settings may differ only in the per-sample fields (lead times and costs); anything
+    else (network, demand model, layout) differing is a ValueError."""
+    if not sims:
+        raise ValueError("sims: at least one simulator is required")
+    first = sims[0].params
+    for sim in sims[1:]:
+        for f in fields(first):
+            if f.name in _PER_SAMPLE:
+                continue
+            if not _same(getattr(first, f.name), getattr(sim.params, f.name)):
+                raise ValueError(f"{f.name}: differs between the settings; only "
+                                 f"{', '.join(_PER_SAMPLE)} may vary within one batch")
+    stacked = {}
+    for name in _PER_SAMPLE:
+        values = [getattr(sim.params, name) for sim in sims]
+        if all(v is None for v in values):
+            continue
+        if any(v is None for v in values):
+            raise ValueError(f"{name}: set for some settings and not others")
+        stacked[name] = torch.cat([_per_sample(name, v, episodes, v.device) for v in values])
+    return InventorySimulator(replace(first, **stacked))
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape \
+            and bool((a == b).all())
+    if hasattr(a, "__dataclass_fields__") and type(a) is type(b):
+        return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in fields(a))
+    return a == b
 
 
 def _rng(seed: int) -> torch.Generator:
