@@ -84,10 +84,20 @@ def _reference_values(result: SolverResult, sim: Simulator, trace: Trace, warmup
     return None, None, extras
 
 
+_FAILURE_WORDS = ("infeasible", "unbounded", "limit", "not converged", "not_converged", "error",
+                  "fail", "abort", "interrupt", "unknown", "not solved", "not optimal")
+
+
+def failed_status(status: str) -> bool:
+    """Whether a solver's own status says it did not finish (time limit, infeasible, ...)."""
+    text = status.lower()
+    return any(word in text for word in _FAILURE_WORDS)
+
+
 def choose_reference(references: list[SolverResult]) -> SolverResult | None:
-    """The most trustworthy reference: solved to its solver's satisfaction, best kind first,
-    and among bounds of one kind the tightest (highest lower bound, lowest upper bound)."""
-    usable = [r for r in references if r.status.split()[0] in ("optimal", "converged", "exact")]
+    """The most trustworthy reference: not failed (`failed_status`), best kind first, and
+    among bounds of one kind the tightest (highest lower bound, lowest upper bound)."""
+    usable = [r for r in references if not failed_status(r.status)]
     pool = usable or references
     if not pool:
         return None

@@ -341,6 +341,18 @@ class StackedPolicy(nn.Module):
         ])
 
 
+def stack_policies(policies: Sequence[Callable], episodes: int) -> Callable:
+    """One policy for the stacked batch: the policies' own ``stacked`` (per-sample
+    parameters, one call per step) when they have it, else `StackedPolicy` (a call per block)."""
+    kind = type(policies[0])
+    if all(type(p) is kind for p in policies) and hasattr(kind, "stacked"):
+        try:
+            return kind.stacked(list(policies), episodes)
+        except ValueError:
+            pass
+    return StackedPolicy(policies, episodes)
+
+
 # -- running one chunk (in-process or on a Ray worker) -----------------------------------------
 def run_chunk(raw: dict[str, Any], group: list[int], todo: list[int], device: str = "cpu",
               out: str | None = None) -> list[dict[str, Any]]:
@@ -430,7 +442,7 @@ def _batched_scores(scenario: registry.Scenario, work: list) -> list[dict]:
     per_cell = [policies_named(w) for w in work]
     shared = [n for n in per_cell[0] if all(n in p for p in per_cell[1:])]
     for name in shared:
-        policy = StackedPolicy([p[name] for p in per_cell], episodes)
+        policy = stack_policies([p[name] for p in per_cell], episodes)
         values, extras = episode_scores(stacked, policy, big, work[0][3])
         for k in range(len(work)):
             part = slice(k * episodes, (k + 1) * episodes)

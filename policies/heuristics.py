@@ -6,6 +6,7 @@ one rollout, which is how `tune_levels` searches them.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -50,6 +51,26 @@ class _LevelPolicy(nn.Module):
 
     def _orders_by_node(self, obs: Observation) -> Tensor:
         raise NotImplementedError
+
+    @classmethod
+    def stacked(cls, policies: list[_LevelPolicy], episodes: int) -> _LevelPolicy:
+        """One policy acting like ``policies[k]`` on rows ``[k*episodes, (k+1)*episodes)``:
+        per-sample levels, so many settings share one batched rollout (`oprl.sweep`)."""
+        first = policies[0]
+        same_layout = all(
+            type(p) is type(first) and p.slots == first.slots
+            and torch.equal(p.edge_of_node, first.edge_of_node)
+            and all(torch.equal(getattr(p, b), getattr(first, b)) for b in ("echelon",)
+                    if hasattr(first, b))
+            for p in policies)
+        if not same_layout:
+            raise ValueError("policies: cannot share one batch (types or layouts differ)")
+        out = copy.deepcopy(first)
+        for name in ("levels", "cap"):
+            if hasattr(first, name):
+                rows = [getattr(p, name).expand(first.levels.shape[-1]) for p in policies]
+                setattr(out, name, torch.stack(rows).repeat_interleave(episodes, dim=0))
+        return out
 
     def forward(self, obs: Observation) -> Tensor:
         per_node = self._orders_by_node(obs)

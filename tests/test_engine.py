@@ -78,6 +78,10 @@ def test_choose_reference_prefers_a_solved_optimum_and_reports_failures():
     failed = SolverResult("milp", 0.5, "optimal", "time_limit", 0.0)
     assert choose_reference([lb, opt]) is opt
     assert choose_reference([failed, lb]) is lb
+    tight = SolverResult("pooled", 0.95, "lower_bound", "pooled newsvendor over 5 periods", 0.0)
+    assert choose_reference([lb, tight]) is tight  # the tightest bound that did not fail
+    infeasible = SolverResult("lp2", 0.99, "lower_bound", "infeasible", 0.0)
+    assert choose_reference([lb, infeasible]) is lb
     with pytest.raises(ValueError, match="kind"):
         SolverResult("x", 1.0, "guess", "ok", 0.0)
 
