@@ -8,16 +8,44 @@ bound, and the simpy event-driven twin: every comparison between them is paired.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-Observation = dict[str, Tensor]
+Observation = Mapping[str, Tensor]
 State = dict[str, Tensor]
 Policy = Callable[[Observation], Tensor]
+
+
+class LazyDict(Mapping[str, Tensor]):
+    """A read-only dict whose expensive entries are built on first access, then cached.
+
+    Observations: a base-stock rule reads two small tensors, a neural policy the full feature
+    tensors, and neither pays for what it does not read. Step metrics: built only when a
+    rollout keeps them."""
+
+    def __init__(self, values: dict[str, Tensor], builders: dict[str, Callable[[], Tensor]]) -> None:
+        self._values = dict(values)
+        self._builders = {k: f for k, f in builders.items() if k not in values}
+
+    def __getitem__(self, key: str) -> Tensor:
+        if key not in self._values:
+            if key not in self._builders:
+                raise KeyError(key)
+            self._values[key] = self._builders.pop(key)()
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from list(self._values) + list(self._builders)
+
+    def __len__(self) -> int:
+        return len(self._values) + len(self._builders)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._values or key in self._builders
 
 
 @dataclass(frozen=True)

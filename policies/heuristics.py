@@ -19,6 +19,8 @@ from simulators.inventory import InventorySimulator, node_feature_layout
 
 def inventory_position(obs: Observation, slots: int) -> Tensor:
     """On-hand plus everything in the inbound pipelines of each location ``[B, N]``."""
+    if "inbound" in obs:  # the simulator's own observation carries it ready-made
+        return obs["onhand"] + obs["inbound"]
     at = node_feature_layout(slots, 0)
     nodes = obs["nodes"][:, :-1]  # drop the supplier row
     return nodes[..., at["onhand"]].squeeze(-1) + nodes[..., at["pipeline"]].sum(-1)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from oprl.core import Observation, State, Trace
+from oprl.core import LazyDict, Observation, State, Trace
 
 SUPPLIER = -1
 NODE_KINDS = ("store", "warehouse", "transship")
@@ -338,6 +338,8 @@ class InventorySimulator:
         self.edge_layout = edge_feature_layout(self.slots)
         self.n_node_features = self.node_layout["demand_lags"].stop
         self.n_edge_features = self.edge_layout["from_supplier"].stop
+        self._device_indices: dict[torch.device, dict] = {}
+        self._has_order_cost = bool((params.order_cost != 0).any())
 
     # -- contract -------------------------------------------------------------------------
     def graph(self):
@@ -382,7 +384,7 @@ class InventorySimulator:
             else _per_sample("initial_onhand", p.initial_onhand, b, dev).clone()
         )
         lead = _per_sample("lead_time", p.lead_time, b, dev)
-        return {
+        state = {
             "onhand": onhand,
             "pipeline": torch.zeros(b, e, self.slots, device=dev),
             "lead_time": lead,
@@ -391,9 +393,68 @@ class InventorySimulator:
             "penalty": _per_sample("penalty", p.penalty, b, dev),
             "order_cost": _per_sample("order_cost", p.order_cost, b, dev),
         }
+        state["static_nodes"], state["static_edges"] = self._static_observation(state, trace)
+        return state
 
     def observe(self, state: State, t: int, trace: Trace) -> Observation:
-        """Node features ``[B, N+1, F]`` (the supplier last) and edge features ``[B, E, G]``."""
+        """``onhand`` and ``inbound`` (pipeline total per location) ``[B, N]``; node features
+        ``nodes`` ``[B, N+1, F]`` (the supplier last) and edge features ``edges`` ``[B, E, G]``,
+        built only when a policy reads them.
+
+        The static features (costs, lead times, node kinds, mean demand) are built once per
+        episode batch in `reset` (``state['static_nodes']``); each period only writes the
+        on-hand, the inbound pipeline and the demand lags into a copy (`reference_observe`
+        is the feature-by-feature definition)."""
+        idx = self._indices(state["onhand"].device)
+        onhand, pipe = state["onhand"], state["pipeline"]
+        inbound = torch.zeros_like(onhand).index_add(1, idx["dst"], pipe.sum(-1))
+        return LazyDict(
+            {"onhand": onhand, "inbound": inbound},
+            {"nodes": lambda: self._node_features(state, t, trace, idx),
+             "edges": lambda: self._edge_features(state)},
+        )
+
+    def _node_features(self, state: State, t: int, trace: Trace, idx: dict) -> Tensor:
+        n, layout, pipe = self.network.n_nodes, self.node_layout, state["pipeline"]
+        nodes = state["static_nodes"].clone()
+        nodes[:, :n, layout["onhand"]] = state["onhand"].unsqueeze(-1)
+        if idx["unique_dst"]:
+            nodes[:, idx["dst"], layout["pipeline"]] = pipe
+        else:
+            nodes[:, :n, layout["pipeline"]] = torch.zeros_like(
+                nodes[:, :n, layout["pipeline"]]).index_add(1, idx["dst"], pipe)
+        if self.params.demand_lags:
+            nodes[:, idx["stores"], layout["demand_lags"]] = self._past_demand(trace, t).transpose(1, 2)
+        return nodes
+
+    def _edge_features(self, state: State) -> Tensor:
+        edges = state["static_edges"].clone()
+        edges[..., : self.slots] = state["pipeline"]
+        return edges
+
+    def _indices(self, device: torch.device) -> dict:
+        """Index tensors on ``device``, made once per device (a memo, not state)."""
+        cached = self._device_indices.get(device)
+        if cached is None:
+            dst = self.edge_dst.to(device)
+            cached = {"src": self.edge_src.to(device), "dst": dst, "stores": self.stores.to(device),
+                      "unique_dst": bool(dst.unique().numel() == dst.numel())}
+            self._device_indices[device] = cached
+        return cached
+
+    def _static_observation(self, state: State, trace: Trace) -> tuple[Tensor, Tensor]:
+        """The features that do not change within an episode, dynamic slots zeroed."""
+        blank = dict(state, onhand=torch.zeros_like(state["onhand"]),
+                     pipeline=torch.zeros_like(state["pipeline"]))
+        obs = self.reference_observe(blank, 0, trace)
+        nodes = obs["nodes"]
+        if self.params.demand_lags:
+            nodes[..., self.node_layout["demand_lags"]] = 0.0
+        return nodes, obs["edges"]
+
+    def reference_observe(self, state: State, t: int, trace: Trace) -> Observation:
+        """`observe` built feature by feature: the readable definition that the fast path
+        (static template + dynamic slices) is tested against."""
         b, n = state["onhand"].shape
         dev = state["onhand"].device
         pipe = state["pipeline"]
@@ -456,9 +517,11 @@ class InventorySimulator:
             raise ValueError(
                 f"action: expected order quantities [batch={b}, edges={e}], got {tuple(action.shape)}"
             )
-        if not action.is_cuda and not torch.isfinite(action).all():  # no per-step GPU sync
+        # one reduction (a NaN or inf anywhere makes the sum non-finite); no per-step GPU sync
+        if not action.is_cuda and not torch.isfinite(action.sum()):
             raise ValueError("action: order quantities must be finite (no NaN or inf)")
-        src, dst, stores = self.edge_src.to(dev), self.edge_dst.to(dev), self.stores.to(dev)
+        idx = self._indices(dev)
+        src, dst, stores = idx["src"], idx["dst"], idx["stores"]
         order = action.clamp_min(0.0)
         ship = self._feasible(order, state["onhand"], src, dev)
         from_node = src.clamp_min(0)
@@ -484,23 +547,25 @@ class InventorySimulator:
         onhand[:, stores] = after
         holding_cost = (state["holding"] * onhand.clamp_min(0.0)).sum(-1)
         underage_cost = (state["penalty"] * shortfall).sum(-1)
-        ordering_cost = (state["order_cost"] * ship).sum(-1)
-        cost = holding_cost + underage_cost + ordering_cost
+        cost = holding_cost + underage_cost
+        if self._has_order_cost:
+            ordering_cost = (state["order_cost"] * ship).sum(-1)
+            cost = cost + ordering_cost
+        else:
+            ordering_cost = torch.zeros_like(cost)
 
         arrivals = pipeline[..., 0]
         onhand = onhand.index_add(1, dst, arrivals)
         pipeline = torch.cat([pipeline[..., 1:], torch.zeros_like(pipeline[..., :1])], dim=-1)
         new_state = dict(state, onhand=onhand, pipeline=pipeline)
-        info = {
-            "cost": cost,
-            "holding_cost": holding_cost,
-            "underage_cost": underage_cost,
-            "ordering_cost": ordering_cost,
-            "demand": demand.sum(-1),
-            "sales": sales.sum(-1),
-            "shortfall": shortfall.sum(-1),
-            "shipped": ship.sum(-1),
-        }
+        # per-period metrics, summed over locations only when a rollout keeps them
+        info = LazyDict({"cost": cost, "holding_cost": holding_cost,
+                         "underage_cost": underage_cost, "ordering_cost": ordering_cost}, {
+            "demand": lambda: demand.sum(-1),
+            "sales": lambda: sales.sum(-1),
+            "shortfall": lambda: shortfall.sum(-1),
+            "shipped": lambda: ship.sum(-1),
+        })
         return new_state, -cost, info
 
     def _feasible(self, order: Tensor, onhand: Tensor, src: Tensor, dev) -> Tensor:

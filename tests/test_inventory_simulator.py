@@ -398,3 +398,22 @@ def test_real_data_samples_windows_of_the_series() -> None:
     assert torch.isfinite(result.rewards).all()
     with pytest.raises(ValueError, match="horizon"):
         sim.sample_trace(2, 31, seed=0)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: inv.one_store_lost(lead_time=3, demand_lags=2),
+    lambda: inv.transshipment(n_stores=3),
+    lambda: inv.many_warehouses(n_warehouses=2, n_stores=4, demand_lags=1),
+])
+def test_fast_observation_equals_its_feature_by_feature_definition(build):
+    sim = build()
+    trace = sim.sample_trace(5, 12, seed=3)
+    state = sim.reset(trace)
+    gen = torch.Generator().manual_seed(0)
+    for t in range(12):
+        fast, slow = sim.observe(state, t, trace), sim.reference_observe(state, t, trace)
+        assert torch.equal(fast["nodes"], slow["nodes"]) and torch.equal(fast["edges"], slow["edges"])
+        position = slow["nodes"][:, :-1, 0] + slow["nodes"][:, :-1, 1 : 1 + sim.slots].sum(-1)
+        assert torch.allclose(fast["onhand"] + fast["inbound"], position)
+        action = 6 * torch.rand(5, sim.network.n_edges, generator=gen)
+        state, _, _ = sim.step(state, action, t, trace)
