@@ -156,3 +156,17 @@ def test_ray_backend_gives_the_local_numbers(tmp_path):
     finally:
         ray.shutdown()
     pd.testing.assert_frame_equal(_sorted(local), _sorted(remote))
+
+
+def test_train_per_cell_scores_a_learned_policy_and_keeps_its_run(tmp_path):
+    spec = {**SPEC, "grid": {"lead_time": [1, 2]}, "heuristics": ["base-stock"],
+            "train": {"algo": "hdpo", "policy": "mlp", "steps": 4,
+                      "hyper": {"batch_size": 16, "dev_scenarios": 16, "eval_every": 2,
+                                "horizon": 40, "warmup": 10}}}
+    frame = run_sweep(spec, tmp_path / "out", log=_quiet)
+    learned = frame[frame["kind"] == "learned"]
+    assert sorted(learned["policy"]) == ["hdpo-mlp", "hdpo-mlp"]
+    assert learned["gap_pct"].notna().all()
+    runs = sorted(p.name for p in (tmp_path / "out" / "runs").iterdir())
+    assert runs == sorted(frame["cell_id"].unique())
+    assert all((tmp_path / "out" / "runs" / r / "checkpoint.pt").exists() for r in runs)
