@@ -190,7 +190,9 @@ def evaluate(
             values, extras = ref_values, ref_extras
         else:
             values, _, extras = _reference_values(result, sim, trace, warmup, scores)
-        status = result.status if result.policy is None else (
+        # an optimal policy's exact value beside its simulated mean on these episodes; a
+        # bound's own estimate (e.g. a grid DP's) is not an exact value of anything
+        status = result.status if result.policy is None or result.kind != "optimal" else (
             f"{result.status}; exact {result.objective:.4f}")
         if values is None:  # a scalar objective
             pct = gap(torch.tensor([result.objective], dtype=torch.float64), ref_values,
