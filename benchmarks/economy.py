@@ -1,0 +1,123 @@
+"""The tax economy's anchors and the two-level RL planner against the exact optimum.
+
+    python benchmarks/economy.py [--seeds 0 1 2] [--steps-learned 2500] [--steps-br 1000]
+                                 [--plot /tmp/economy_schedules.png]
+
+1. Anchors on the 4-agent economy (skills 1.128, 1.321, 1.65, 2.256; k = 0.012): free market,
+   2018 US federal, Saez and the bilevel-MILP optimum, on the integer-hours grid (the anchor's)
+   and with continuous hours, with the MILP's solve time -> benchmarks/results/economy_anchors.csv
+2. Two-level RL per seed, both variants: GNN agents learning pathwise beside the planner
+   (``two_level``) and the planner learning against the agents' exact best response
+   (``two_level_br``). Each planner's schedule is scored with the learned agents and with the
+   exact best response -> benchmarks/results/economy_two_level.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from oprl import registry
+from oprl.api import train
+from oprl.core import rollout
+from oprl.runs import write_csv
+from simulators.economy import EconomySimulator
+from solvers import economy as sol
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def anchors(sim: EconomySimulator) -> tuple[pd.DataFrame, dict[str, list[float]]]:
+    skills = torch.tensor(sim.params.skills, dtype=torch.float64)
+    cont = EconomySimulator(replace(sim.params, hours_step=0.0))
+    start = time.perf_counter()
+    saez, info = sol.saez_schedule(sim, skills)
+    saez_s = time.perf_counter() - start
+    milp = sol.optimal_schedule_milp(sim, skills)
+    schedules = {"free market": (sol.free_market(sim), 0.0, "closed form"),
+                 "us federal": (sol.us_federal(sim), 0.0, "2018 rates"),
+                 "saez": (saez, saez_s, f"fixed point, elasticity {info['elasticity']:.2f}"),
+                 "milp optimum": (milp.rates, milp.wall_s, f"HiGHS {milp.status}, bound "
+                                                           f"{milp.bound:.4f}")}
+    rows = []
+    for name, (rates, wall, note) in schedules.items():
+        grid = sol.schedule_value(sim, skills[None], rates)
+        smooth = sol.schedule_value(cont, skills[None], rates)
+        rows.append({
+            "schedule": name, "rates": [round(float(r), 4) for r in rates],
+            "total": float(grid["objective"][0]), "per_capita": float(grid["objective"][0]) / 4,
+            "equality": float(grid["equality"][0]), "productivity": float(grid["productivity"][0]),
+            "hours": grid["hours"][0].tolist(), "total_continuous_hours": float(smooth["objective"][0]),
+            "wall_s": wall, "note": note})
+    frame = pd.DataFrame(rows)
+    return frame, {name: [float(r) for r in s[0]] for name, s in schedules.items()}
+
+
+def two_level_runs(seeds: list[int], steps: dict[str, int]) -> pd.DataFrame:
+    rows = []
+    for seed in seeds:
+        for algo, n in steps.items():
+            start = time.perf_counter()
+            with tempfile.TemporaryDirectory() as tmp:
+                outcome = train("economy/one_step", algo=algo, steps=n, seed=seed,
+                                out=Path(tmp) / "run")
+            wall = time.perf_counter() - start
+            sim = registry.make("economy/one_step")
+            trace = sim.sample_trace(1, 2, seed=seed)
+            policy = outcome.policy
+            with torch.no_grad():
+                obs = sim.observe(sim.reset(trace), 0, trace)
+                rates = policy.planner(obs)[0].double()
+                learned = float(sim.episode_metric(rollout(sim, policy, trace).rewards).mean())
+            exact = sol.schedule_value(sim, obs["skills"], rates)
+            rows.append({"algorithm": algo, "seed": seed, "steps": n,
+                         "best_step": outcome.best_step, "rates": [round(float(r), 2) for r in rates],
+                         "value_learned_agents": learned,
+                         "value_best_response": float(exact["objective"][0]),
+                         "hours_best_response": exact["hours"][0].tolist(), "train_s": wall})
+            print(rows[-1], flush=True)
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps-learned", type=int, default=2500)
+    parser.add_argument("--steps-br", type=int, default=1000)
+    parser.add_argument("--skip-rl", action="store_true")
+    parser.add_argument("--plot", default=None, help="PNG of the schedules side by side")
+    args = parser.parse_args()
+    sim = registry.make("economy/one_step")
+    table, schedules = anchors(sim)
+    write_csv(RESULTS / "economy_anchors.csv", table)
+    print(table.to_string(index=False))
+    optimum = float(table.loc[table["schedule"] == "milp optimum", "total"].iloc[0])
+    saez = float(table.loc[table["schedule"] == "saez", "total"].iloc[0])
+    values = dict(zip(table["schedule"], table["total"]))
+    if not args.skip_rl:
+        runs = two_level_runs(args.seeds, {"two_level": args.steps_learned,
+                                           "two_level_br": args.steps_br})
+        for col in ("value_learned_agents", "value_best_response"):
+            runs[f"{col}_gap_pct"] = 100 * (runs[col] - optimum) / optimum
+        runs["best_response_vs_saez_pct"] = 100 * (runs["value_best_response"] - saez) / saez
+        write_csv(RESULTS / "economy_two_level.csv", runs)
+        print(runs.drop(columns=["hours_best_response"]).to_string(index=False))
+        for algo, group in runs.groupby("algorithm"):
+            best = group.loc[group["value_best_response"].idxmax()]
+            schedules[f"{algo} (seed {best['seed']})"] = best["rates"]
+            values[f"{algo} (seed {best['seed']})"] = best["value_best_response"]
+    if args.plot:
+        from oprl.plots.economy import schedules_figure
+
+        schedules_figure(schedules, sim.params.cutoffs, args.plot, values)
+        print(f"wrote {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

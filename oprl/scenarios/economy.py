@@ -1,0 +1,36 @@
+"""The tax-economy scenarios (DESIGN.md, "Tax and economy")."""
+
+from __future__ import annotations
+
+from oprl.registry import Scenario
+
+_ECO = "simulators.economy:"
+_HEUR = "policies.economy:economy_heuristics"
+_REF = "solvers.economy:references"
+_POLICIES = {"gnn": "policies.economy:economy_policy"}
+_TWO_LEVEL = "oprl.algorithms.two_level:train_two_level"
+# two_level: GNN agents learn (pathwise, with self-imitation of better random hours) while the
+# planner learns (risk-seeking policy gradient); two_level_br: the same planner learning
+# against the agents' exact best response
+_ALGORITHMS = {"two_level": _TWO_LEVEL, "two_level_br": _TWO_LEVEL}
+_ALGO_DEFAULTS = {"two_level_br": {"agent_learning": "best_response", "steps": 1000}}
+_DYNAMIC_DEFAULTS = {"two_level_br": {"agent_learning": "best_response", "steps": 300}}
+_SHARED = {"policies": _POLICIES, "algorithms": _ALGORITHMS, "algorithm": "two_level",
+           "policy": "gnn", "heuristics": _HEUR, "references": _REF,
+           "bench_algorithms": ("two_level", "two_level_br"),
+           "algorithm_defaults": _ALGO_DEFAULTS}
+_BENCH = {"eval_episodes": 16, "tune_episodes": 4, "tune_horizon": 1}
+
+SCENARIOS = [
+    Scenario("economy/one_step", _ECO + "one_step",
+             "one tax period: N agents choose hours under a 7-bracket schedule; optimum: "
+             "bilevel MILP on the 5% grid",
+             train_defaults={"steps": 2500, "batch_size": 128, "agent_updates": 3,
+                             "settle_phase": 0.15, "imitation": 10.0},
+             bench_defaults=_BENCH, **_SHARED),
+    Scenario("economy/dynamic", _ECO + "dynamic",
+             "several tax periods with savings; the planner sets the schedule every period",
+             train_defaults={"steps": 400, "batch_size": 64, "eval_every": 50,
+                             "agent_updates": 3, "settle_phase": 0.15, "imitation": 10.0},
+             bench_defaults=_BENCH, **{**_SHARED, "algorithm_defaults": _DYNAMIC_DEFAULTS}),
+]
