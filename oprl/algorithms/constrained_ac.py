@@ -60,7 +60,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from oprl.algorithms.hdpo import DEV_SEED_OFFSET, _call, step_seed
+from oprl.algorithms.common import DEV_SEED_OFFSET, invoke_callback, step_seed
 from oprl.core import Simulator, Trace, resolve_device
 
 LOG_FLOOR = math.log(1e-12)
@@ -286,7 +286,7 @@ class _Run:
                 self.state.update(best_key=list(key), best_step=step, best_state={
                     k: v.detach().clone() for k, v in self.policy.state_dict().items()})
         if callback is not None:
-            _call(callback, step, self.policy, self.opts["policy"], self.state["history"],
+            invoke_callback(callback, step, self.policy, self.opts["policy"], self.state["history"],
                   self.snapshot)
 
     def snapshot(self) -> dict[str, Any]:

@@ -13,7 +13,6 @@ so a run resumed from a checkpoint (``start_state``) continues exactly as if nev
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import time
 from collections.abc import Callable
@@ -23,11 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from oprl.algorithms.common import DEV_SEED_OFFSET, invoke_callback, step_seed
 from oprl.core import Simulator, Trace, resolve_device, rollout
 
-DEV_SEED_OFFSET = 1_000_003
 POOL_SEED_OFFSET = 2_000_003
-STEP_SEED_STRIDE = 7_919
 
 
 @dataclass
@@ -50,11 +48,6 @@ def episode_cost(sim: Simulator, rewards: Tensor, warmup: int) -> Tensor:
     if per_store is not None:
         return per_store(rewards, warmup)
     return -rewards[:, warmup:].mean(dim=1)
-
-
-def step_seed(seed: int, step: int) -> int:
-    """Seed of the training batch of ``step``: a pure function, so resuming is exact."""
-    return (int(seed) * 1_000_000_007 + (step + 1) * STEP_SEED_STRIDE) % (2**62)
 
 
 def training_batch(
@@ -179,7 +172,7 @@ def train_hdpo(
             dev_cost = evaluate_cost(sim, policy, dev_trace, dev_warmup)
             _record(state, step, train_cost, dev_cost, policy, start_time)
             if callback is not None:
-                _call(callback, step, policy, optimizer, history,
+                invoke_callback(callback, step, policy, optimizer, history,
                       lambda: _snapshot(state, policy, optimizer))
 
     policy.load_state_dict(state["best_state"])
@@ -192,20 +185,6 @@ def train_hdpo(
         wall_s=time.perf_counter() - start_time,
         stopped_early=step < steps,
     )
-
-
-def _call(callback: Callable[..., Any], step: int, policy: nn.Module,
-          optimizer: torch.optim.Optimizer, history: list,
-          snapshot: Callable[[], dict[str, Any]]) -> None:
-    """Pass the resumable ``state`` (built only then) to callbacks that accept it."""
-    sig = inspect.signature(callback)
-    takes_state = "state" in sig.parameters or any(
-        p.kind == p.VAR_KEYWORD for p in sig.parameters.values()
-    )
-    if takes_state:
-        callback(step, policy, optimizer, history, state=snapshot())
-    else:
-        callback(step, policy, optimizer, history)
 
 
 def _initial_state(

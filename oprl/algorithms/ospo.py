@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from oprl.algorithms.hdpo import DEV_SEED_OFFSET, _call, step_seed
+from oprl.algorithms.common import DEV_SEED_OFFSET, invoke_callback, step_seed
 from oprl.core import Trace, resolve_device, rollout
 from policies.dispatch import gumbel_scores, pair_log_prob
 
@@ -212,7 +212,7 @@ def train_ospo(
             _record(state, state["step"], train_reward, *evaluate_reward(sim, policy, dev_trace),
                     policy, start)
             if callback is not None:
-                _call(callback, state["step"], policy, optimizer, state["history"],
+                invoke_callback(callback, state["step"], policy, optimizer, state["history"],
                       lambda: _snapshot(state, policy, optimizer))
     policy.load_state_dict(state["best_state"])
     return OSPOResult(policy, state["best_reward"], state["best_step"], state["history"],

@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from oprl.algorithms.hdpo import DEV_SEED_OFFSET, _call, step_seed
+from oprl.algorithms.common import DEV_SEED_OFFSET, invoke_callback, step_seed
 from oprl.core import Simulator, Trace, resolve_device, rollout
 
 __all__ = ["TwoLevelResult", "schedule_at", "train_two_level"]
@@ -339,7 +339,7 @@ def train_two_level(
             _record(state, sim, policy, dev_trace, step, train_reward, start_time,
                     candidate=sched.planner_on and (not sched.planner_learns or settle_phase == 0))
             if callback is not None:
-                _call(callback, step, policy, opt_agents, history,
+                invoke_callback(callback, step, policy, opt_agents, history,
                       lambda: _snapshot(state, policy, opt_agents, opt_planner))
     policy.load_state_dict(state["best_state"])  # with the rate cap it was selected under
     return TwoLevelResult(policy, state["best_reward"], state["best_step"], history, step,
