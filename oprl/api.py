@@ -8,6 +8,7 @@ traces and scores everything on those same traces.
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 import time
 from dataclasses import dataclass
@@ -88,6 +89,9 @@ def train(
         "policy_kwargs": spec.policy_kwargs if (policy or spec.policy) == spec.policy else {},
         "hyper": {**spec.hyper(algo or spec.algorithm), **hyper}, "steps": steps,
     }
+    if not resume:  # a mistake is reported before the run folder is written
+        _check_hyper(spec.trainer(config["algo"]), config["hyper"], config["algo"])
+        spec.policy_builder(config["policy"])
     run = RunDir(out)
     saved = run.create(config, resume=resume)
     if resume:  # the saved configuration decides what the run is; only the budget may grow
@@ -127,6 +131,19 @@ def train(
     run.save_metrics(result.history)
     return TrainOutcome(out, result.policy, result.history, result.best_step,
                         result.steps_done, result.wall_s)
+
+
+def _check_hyper(trainer, hyper: dict[str, Any], algo: str) -> None:
+    """Unknown training settings are a ValueError naming the allowed ones."""
+    sig = inspect.signature(trainer)
+    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    fixed = {"sim", "policy", "steps", "seed", "device", "callback", "start_state"}
+    allowed = [n for n in sig.parameters if n not in fixed]
+    unknown = sorted(set(hyper) - set(allowed) - {"steps"})  # a default step budget is allowed
+    if unknown:
+        raise ValueError(f"hyper: {algo} has no setting {unknown[0]!r}; allowed: "
+                         f"{', '.join(allowed)}")
 
 
 def _progress(total: int, enabled: bool, start: int):

@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int)
     t.add_argument("--out")
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
+                   help="training setting, e.g. batch_size=128 (repeatable)")
 
     e = sub.add_parser("evaluate", help="score a run's policy against heuristics and solvers")
     e.add_argument("run_dir")
@@ -60,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--algo", action="append", dest="algos", metavar="ALGO",
                    help="train with this algorithm (repeatable; default: the scenario's)")
     b.add_argument("--run", help="load the learned policy from this run folder")
+    b.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
+                   help="training setting, e.g. batch_size=128 (repeatable)")
     b.add_argument("--episodes", type=int, help="evaluation episodes (default: the scenario's)")
     b.add_argument("--horizon", type=int)
     b.add_argument("--csv")
@@ -117,7 +121,8 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "train":
         outcome = api.train(args.scenario, parse_sets(args.set), algo=args.algo,
                             policy=args.policy, steps=args.steps, device=args.device,
-                            out=args.out, resume=args.resume, seed=args.seed, progress=True)
+                            out=args.out, resume=args.resume, seed=args.seed, progress=True,
+                            **parse_sets(args.hyper))
         last = outcome.history[-1]
         key = api.dev_key(outcome.history)
         print(f"run: {outcome.run_dir}  steps: {outcome.steps_done}  best {key.replace('_', ' ')} "
@@ -146,6 +151,7 @@ def run(argv: list[str] | None = None) -> int:
                               device=args.device,
                               eval_episodes=args.episodes, eval_horizon=args.horizon,
                               seed=args.seed, csv=args.csv, progress=True,
+                              train_hyper=parse_sets(args.hyper),
                               log=lambda m: print(m, file=sys.stderr))
         print(format_table(frame))
         if args.plot:

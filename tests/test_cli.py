@@ -1,5 +1,7 @@
 """The `oprl` command and the Python API end to end, on tiny budgets."""
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -91,3 +93,20 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     for a, b in zip(whole.policy.state_dict().values(), resumed.policy.state_dict().values()):
         assert torch.equal(a, b)
     assert [h["dev_cost"] for h in whole.history] == [h["dev_cost"] for h in resumed.history]
+
+
+def test_hyper_settings_reach_the_trainer_and_unknown_ones_are_refused(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, _, _ = run_cli(capsys, "train", "inventory/one_store_backlog", "--steps", "2",
+                         "--hyper", "batch_size=8", "--hyper", "dev_scenarios=8",
+                         "--hyper", "eval_every=2", "--out", str(out))
+    assert code == 0
+    assert json.loads((out / "config.json").read_text())["hyper"]["batch_size"] == 8
+    bad = tmp_path / "bad"
+    code, _, err = run_cli(capsys, "train", "inventory/one_store_backlog", "--steps", "2",
+                           "--hyper", "batch_sise=8", "--out", str(bad))
+    assert code == 2 and "hyper: hdpo has no setting 'batch_sise'" in err
+    assert not bad.exists()
+    code, _, err = run_cli(capsys, "train", "inventory/one_store_backlog", "--algo", "ppo",
+                           "--out", str(bad))
+    assert code == 2 and "algo: unknown 'ppo'" in err and not bad.exists()
