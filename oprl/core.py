@@ -152,6 +152,17 @@ def rollout(
     )
 
 
+def trace_size(batch: int, horizon: int | None, default_horizon: int) -> tuple[int, int]:
+    """The validated ``(batch, horizon)`` of a trace to sample (``horizon=None``: the
+    scenario's default); shared by every simulator's ``sample_trace``."""
+    if batch < 1:
+        raise ValueError(f"batch: must be >= 1, got {batch}")
+    horizon = default_horizon if horizon is None else int(horizon)
+    if horizon < 1:
+        raise ValueError(f"horizon: must be >= 1, got {horizon}")
+    return int(batch), horizon
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None``/"auto" picks CUDA when present; an unavailable CUDA request is a clear error."""
     if device in (None, "auto"):

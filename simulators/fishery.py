@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from oprl.core import Observation, Rollout, State, Trace
+from oprl.core import Observation, Rollout, State, Trace, trace_size
 
 MODELS = ("single", "three")
 RELAXATIONS = ("auto", "exact", "smooth")
@@ -220,11 +220,7 @@ class FisherySimulator:
     ) -> Trace:
         """``eps``: the growth noise ``[B, T, S]``; ``init``: standard normals ``[B, T, S]`` of
         which year 0 perturbs the starting stocks (the rest is unused)."""
-        if batch < 1:
-            raise ValueError(f"batch: must be >= 1, got {batch}")
-        horizon = self.params.horizon if horizon is None else int(horizon)
-        if horizon < 1:
-            raise ValueError(f"horizon: must be >= 1, got {horizon}")
+        batch, horizon = trace_size(batch, horizon, self.params.horizon)
         gen = torch.Generator().manual_seed(int(seed))
         s = self.n_species
         eps = torch.randn(batch, horizon, s, generator=gen)

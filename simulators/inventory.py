@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from oprl.core import LazyDict, Observation, State, Trace
+from oprl.core import LazyDict, Observation, State, Trace, trace_size
 
 SUPPLIER = -1
 NODE_KINDS = ("store", "warehouse", "transship")
@@ -353,11 +353,7 @@ class InventorySimulator:
     def sample_trace(
         self, batch: int, horizon: int | None = None, *, seed: int, device="cpu"
     ) -> Trace:
-        if batch < 1:
-            raise ValueError(f"batch: must be >= 1, got {batch}")
-        horizon = self.params.horizon if horizon is None else horizon
-        if horizon < 1:
-            raise ValueError(f"horizon: must be >= 1, got {horizon}")
+        batch, horizon = trace_size(batch, horizon, self.params.horizon)
         gen = torch.Generator().manual_seed(int(seed))
         demand = self.params.demand.sample(batch, horizon, gen)
         return Trace({"demand": demand.to(device)}, seed=seed)

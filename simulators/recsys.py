@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from oprl.core import Observation, Rollout, State, Trace
+from oprl.core import Observation, Rollout, State, Trace, trace_size
 
 SIGNALS = ("follow", "like", "comment", "share")
 
@@ -271,11 +271,7 @@ class RecsysSimulator(_Episodes):
     # -- contract ---------------------------------------------------------------------------
     def sample_trace(self, batch: int, horizon: int | None = None, *, seed: int,
                      device="cpu") -> Trace:
-        if batch < 1:
-            raise ValueError(f"batch: must be >= 1, got {batch}")
-        horizon = self.params.horizon if horizon is None else int(horizon)
-        if horizon < 1:
-            raise ValueError(f"horizon: must be >= 1, got {horizon}")
+        batch, horizon = trace_size(batch, horizon, self.params.horizon)
         p = self.params
         gen = torch.Generator().manual_seed(int(seed))
         interest = self._interest(batch, gen)
@@ -496,11 +492,7 @@ class TabularRecsysSimulator(_Episodes):
 
     def sample_trace(self, batch: int, horizon: int | None = None, *, seed: int,
                      device="cpu") -> Trace:
-        if batch < 1:
-            raise ValueError(f"batch: must be >= 1, got {batch}")
-        horizon = self.params.horizon if horizon is None else int(horizon)
-        if horizon < 1:
-            raise ValueError(f"horizon: must be >= 1, got {horizon}")
+        batch, horizon = trace_size(batch, horizon, self.params.horizon)
         gen = torch.Generator().manual_seed(int(seed))
         mix = torch.tensor(self.params.user_mix, dtype=torch.float64)
         utype = torch.multinomial(mix, batch, replacement=True, generator=gen)
