@@ -50,6 +50,9 @@ class _LevelPolicy(nn.Module):
             levels = levels.expand(sim.network.n_nodes).clone()
         self.register_buffer("levels", levels)
         self.register_buffer("edge_of_node", primary_inbound_edges(sim))
+        # edge e orders for node e (every location has one inbound edge, in node order)
+        self.orders_are_edges = self.n_edges == len(self.edge_of_node) and torch.equal(
+            self.edge_of_node, torch.arange(self.n_edges))
 
     def _orders_by_node(self, obs: Observation) -> Tensor:
         raise NotImplementedError
@@ -76,6 +79,8 @@ class _LevelPolicy(nn.Module):
 
     def forward(self, obs: Observation) -> Tensor:
         per_node = self._orders_by_node(obs)
+        if self.orders_are_edges:
+            return per_node
         action = torch.zeros(per_node.shape[0], self.n_edges, device=per_node.device)
         return action.index_copy(1, self.edge_of_node, per_node)
 
@@ -239,6 +244,9 @@ class AdaptiveNewsvendor(nn.Module):
         self.lags = sim.node_layout["demand_lags"]
         self.register_buffer("z", torch.as_tensor(z, dtype=torch.float32))
         self.register_buffer("edge_of_node", primary_inbound_edges(sim))
+        # edge e orders for node e (every location has one inbound edge, in node order)
+        self.orders_are_edges = self.n_edges == len(self.edge_of_node) and torch.equal(
+            self.edge_of_node, torch.arange(self.n_edges))
         self.register_buffer("cover", sim.params.lead_time.float()[..., primary_inbound_edges(sim)] + 1)
         self.n_edges = sim.network.n_edges
 

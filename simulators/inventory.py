@@ -187,9 +187,12 @@ class Demand:
 
 
 def _check_finite_nonneg(name: str, value: Tensor) -> None:
-    if not torch.isfinite(value).all():
+    if value.numel() == 0:
+        return
+    low, high = torch.aminmax(value.detach())  # one pass; a NaN anywhere makes both NaN
+    if not (torch.isfinite(low) and torch.isfinite(high)):
         raise ValueError(f"{name}: must be finite (no NaN or inf)")
-    if (value < 0).any():
+    if low < 0:
         raise ValueError(f"{name}: must be non-negative")
 
 
@@ -281,6 +284,14 @@ class InventoryParams:
         return int(self.lead_time.max())
 
 
+def _row_dot(weights: Tensor, values: Tensor) -> Tensor:
+    """``(weights * values).sum(-1)``; one matrix-vector product when the weights are one
+    row broadcast over the batch (the usual case), without materialising the product."""
+    if weights.stride(0) == 0:
+        return values @ weights[0]
+    return (weights * values).sum(-1)
+
+
 def _per_sample(name: str, value: Tensor, batch: int, device: torch.device) -> Tensor:
     """Broadcast a ``[size]`` or ``[batch, size]`` parameter to ``[batch, size]``."""
     value = value.to(device)
@@ -315,6 +326,67 @@ def _layout(sizes: list[tuple[str, int]]) -> dict[str, slice]:
     return out
 
 
+@dataclass(frozen=True)
+class _Incidence:
+    """How edge values reach nodes, on one device: index tensors plus 0/1 matrices over the
+    K internal sources, so that shipping is a couple of small matrix products instead of
+    scatters along the location axis (slow for ``[batch, locations]`` tensors on CPU)."""
+
+    n_nodes: int
+    dst: Tensor  # [E] node each edge feeds
+    stores: Tensor  # [S]
+    source_nodes: Tensor  # [K] the locations that ship to other locations
+    out_of: Tensor  # [E, K] 1 where internal edge e leaves source k
+    from_supplier: Tensor  # [E] 1 on edges from the external supplier
+    transship: Tensor  # [K] bool
+    out_degree: Tensor  # [K]
+    any_transship: bool
+    unique_dst: bool
+    dst_is_identity: bool  # edge e feeds node e: edge values are node values as they stand
+    store_slice: slice | None  # the stores are the contiguous locations [a, b)
+
+    @staticmethod
+    def of(network: Network, device: torch.device) -> _Incidence:
+        src = torch.tensor([s for s, _ in network.edges], dtype=torch.long)
+        dst = torch.tensor([d for _, d in network.edges], dtype=torch.long)
+        sources = sorted({int(s) for s in src if s != SUPPLIER})
+        out_of = torch.zeros(len(dst), len(sources))
+        for k, node in enumerate(sources):
+            out_of[src == node, k] = 1.0
+        stores = network.stores
+        contiguous = stores == list(range(stores[0], stores[0] + len(stores)))
+        transship = torch.tensor([network.kinds[k] == "transship" for k in sources], dtype=torch.bool)
+        return _Incidence(
+            n_nodes=network.n_nodes, dst=dst.to(device), stores=torch.tensor(stores, dtype=torch.long, device=device),
+            source_nodes=torch.tensor(sources, dtype=torch.long, device=device),
+            out_of=out_of.to(device), from_supplier=(src == SUPPLIER).float().to(device),
+            transship=transship.to(device), out_degree=out_of.sum(0).clamp_min(1.0).to(device),
+            any_transship=bool(transship.any()),
+            unique_dst=bool(dst.unique().numel() == dst.numel()),
+            dst_is_identity=bool(len(dst) == network.n_nodes
+                                 and torch.equal(dst, torch.arange(len(dst)))),
+            store_slice=slice(stores[0], stores[0] + len(stores)) if contiguous else None,
+        )
+
+    def edges_to_nodes(self, values: Tensor) -> Tensor:
+        """Sum edge values ``[B, E]`` into the locations they feed ``[B, N]``."""
+        if self.dst_is_identity:
+            return values
+        return values.new_zeros(values.shape[0], self.n_nodes).index_add(1, self.dst, values)
+
+    def store_values(self, node_values: Tensor) -> Tensor:
+        if self.store_slice is not None:
+            return node_values[:, self.store_slice]
+        return node_values.index_select(1, self.stores)
+
+    def with_store_values(self, node_values: Tensor, store_values: Tensor) -> Tensor:
+        """``node_values`` with the stores' entries replaced (a new tensor)."""
+        if self.store_slice is not None:
+            a, b = self.store_slice.start, self.store_slice.stop
+            return torch.cat([node_values[:, :a], store_values, node_values[:, b:]], dim=1)
+        return node_values.index_copy(1, self.stores, store_values)
+
+
 class InventorySimulator:
     """Batched inventory network; see the module docstring for the order of events."""
 
@@ -340,6 +412,7 @@ class InventorySimulator:
         self.n_edge_features = self.edge_layout["from_supplier"].stop
         self._device_indices: dict[torch.device, dict] = {}
         self._has_order_cost = bool((params.order_cost != 0).any())
+        self._has_zero_lead = bool((params.lead_time == 0).any())
 
     # -- contract -------------------------------------------------------------------------
     def graph(self):
@@ -356,6 +429,9 @@ class InventorySimulator:
         batch, horizon = trace_size(batch, horizon, self.params.horizon)
         gen = torch.Generator().manual_seed(int(seed))
         demand = self.params.demand.sample(batch, horizon, gen)
+        # time-major memory behind the [batch, horizon, stores] view: each period reads one
+        # contiguous block instead of a row from every episode
+        demand = demand.transpose(0, 1).contiguous().transpose(0, 1)
         return Trace({"demand": demand.to(device)}, seed=seed)
 
     def check_trace(self, trace: Trace) -> None:
@@ -382,9 +458,11 @@ class InventorySimulator:
         lead = _per_sample("lead_time", p.lead_time, b, dev)
         state = {
             "onhand": onhand,
-            "pipeline": torch.zeros(b, e, self.slots, device=dev),
+            # slot-major [slots, B, E]: slot j arrives at the end of the period j periods on;
+            # shifting slabs of [B, E] is a contiguous copy, not a strided one
+            "pipeline": torch.zeros(self.slots, b, e, device=dev),
             "lead_time": lead,
-            "lead_onehot": torch.nn.functional.one_hot(lead, self.slots + 1).float(),
+            "lead_onehot": torch.nn.functional.one_hot(lead, self.slots + 1).float().movedim(-1, 0).contiguous(),
             "holding": _per_sample("holding", p.holding, b, dev),
             "penalty": _per_sample("penalty", p.penalty, b, dev),
             "order_cost": _per_sample("order_cost", p.order_cost, b, dev),
@@ -402,44 +480,53 @@ class InventorySimulator:
         on-hand, the inbound pipeline and the demand lags into a copy (`reference_observe`
         is the feature-by-feature definition)."""
         idx = self._indices(state["onhand"].device)
-        onhand, pipe = state["onhand"], state["pipeline"]
-        inbound = torch.zeros_like(onhand).index_add(1, idx["dst"], pipe.sum(-1))
+        onhand = state["onhand"]
+        inbound = idx.edges_to_nodes(state["pipeline"].sum(0))
         return LazyDict(
             {"onhand": onhand, "inbound": inbound},
             {"nodes": lambda: self._node_features(state, t, trace, idx),
              "edges": lambda: self._edge_features(state)},
         )
 
-    def _node_features(self, state: State, t: int, trace: Trace, idx: dict) -> Tensor:
-        n, layout, pipe = self.network.n_nodes, self.node_layout, state["pipeline"]
+    def _node_features(self, state: State, t: int, trace: Trace, idx: _Incidence) -> Tensor:
+        n, layout = self.network.n_nodes, self.node_layout
+        pipe = state["pipeline"].permute(1, 2, 0)  # [B, E, slots]
         nodes = state["static_nodes"].clone()
         nodes[:, :n, layout["onhand"]] = state["onhand"].unsqueeze(-1)
-        if idx["unique_dst"]:
-            nodes[:, idx["dst"], layout["pipeline"]] = pipe
+        if idx.unique_dst:
+            nodes[:, idx.dst, layout["pipeline"]] = pipe
         else:
             nodes[:, :n, layout["pipeline"]] = torch.zeros_like(
-                nodes[:, :n, layout["pipeline"]]).index_add(1, idx["dst"], pipe)
+                nodes[:, :n, layout["pipeline"]]).index_add(1, idx.dst, pipe)
         if self.params.demand_lags:
-            nodes[:, idx["stores"], layout["demand_lags"]] = self._past_demand(trace, t).transpose(1, 2)
+            nodes[:, idx.stores, layout["demand_lags"]] = self._past_demand(trace, t).transpose(1, 2)
         return nodes
 
     def _edge_features(self, state: State) -> Tensor:
         edges = state["static_edges"].clone()
-        edges[..., : self.slots] = state["pipeline"]
+        edges[..., : self.slots] = state["pipeline"].permute(1, 2, 0)
         return edges
 
-    def _indices(self, device: torch.device) -> dict:
-        """Index tensors on ``device``, made once per device (a memo, not state)."""
+    def _indices(self, device: torch.device) -> _Incidence:
+        """The network's index structure on ``device``, made once per device (a memo, not state)."""
         cached = self._device_indices.get(device)
         if cached is None:
-            dst = self.edge_dst.to(device)
-            cached = {"src": self.edge_src.to(device), "dst": dst, "stores": self.stores.to(device),
-                      "unique_dst": bool(dst.unique().numel() == dst.numel())}
+            cached = _Incidence.of(self.network, device)
             self._device_indices[device] = cached
         return cached
 
     def _static_observation(self, state: State, trace: Trace) -> tuple[Tensor, Tensor]:
         """The features that do not change within an episode, dynamic slots zeroed."""
+        if all(getattr(self.params, name) is None or getattr(self.params, name).dim() == 1
+               for name in _PER_SAMPLE):  # the same for every episode: build one, expand
+            b = state["onhand"].shape[0]
+            one = {k: v[:1] for k, v in state.items() if k not in ("pipeline", "lead_onehot")}
+            one["pipeline"] = state["pipeline"][:, :1]
+            nodes, edges = self._blank_observation(one, trace.select(slice(0, 1)))
+            return nodes.expand(b, -1, -1), edges.expand(b, -1, -1)
+        return self._blank_observation(state, trace)
+
+    def _blank_observation(self, state: State, trace: Trace) -> tuple[Tensor, Tensor]:
         blank = dict(state, onhand=torch.zeros_like(state["onhand"]),
                      pipeline=torch.zeros_like(state["pipeline"]))
         obs = self.reference_observe(blank, 0, trace)
@@ -453,7 +540,7 @@ class InventorySimulator:
         (static template + dynamic slices) is tested against."""
         b, n = state["onhand"].shape
         dev = state["onhand"].device
-        pipe = state["pipeline"]
+        pipe = state["pipeline"].permute(1, 2, 0)  # [B, E, slots] in arrival order
         inbound = torch.zeros(b, n, self.slots, device=dev).index_add(
             1, self.edge_dst.to(dev), pipe
         )
@@ -506,9 +593,7 @@ class InventorySimulator:
     def step(
         self, state: State, action: Tensor, t: int, trace: Trace
     ) -> tuple[State, Tensor, dict[str, Tensor]]:
-        b, n = state["onhand"].shape
-        dev = state["onhand"].device
-        e = self.network.n_edges
+        b, e = state["onhand"].shape[0], self.network.n_edges
         if action.shape != (b, e):
             raise ValueError(
                 f"action: expected order quantities [batch={b}, edges={e}], got {tuple(action.shape)}"
@@ -516,77 +601,64 @@ class InventorySimulator:
         # one reduction (a NaN or inf anywhere makes the sum non-finite); no per-step GPU sync
         if not action.is_cuda and not torch.isfinite(action.sum()):
             raise ValueError("action: order quantities must be finite (no NaN or inf)")
-        idx = self._indices(dev)
-        src, dst, stores = idx["src"], idx["dst"], idx["stores"]
-        order = action.clamp_min(0.0)
-        ship = self._feasible(order, state["onhand"], src, dev)
-        from_node = src.clamp_min(0)
-        internal = (src != SUPPLIER).float()
-        onhand = state["onhand"] - torch.zeros_like(state["onhand"]).index_add(
-            1, from_node, ship * internal
-        )
-        placed = ship.unsqueeze(-1) * state["lead_onehot"]  # [B, E, slots + 1]
-        onhand = onhand.index_add(1, dst, placed[..., 0])
-        pipeline = state["pipeline"] + placed[..., 1:]
-
         demand = trace["demand"][:, t]
-        store_stock = onhand[:, stores]
+        (onhand, pipeline, ship, store_stock, sales, shortfall, holding_cost, underage_cost,
+         ordering_cost) = self._period(state, action.clamp_min(0.0), demand)
+        cost = holding_cost + underage_cost + ordering_cost
+        new_state = dict(state, onhand=onhand, pipeline=pipeline)
+        # per-period metrics, summed over locations only when a rollout keeps them
+        info = LazyDict({"cost": cost, "holding_cost": holding_cost,
+                         "underage_cost": underage_cost, "ordering_cost": ordering_cost}, {
+            "demand": lambda: demand.sum(-1),
+            "sales": lambda: (torch.minimum(store_stock.clamp_min(0.0), demand)
+                              if sales is None else sales).sum(-1),
+            "shortfall": lambda: shortfall.sum(-1),
+            "shipped": lambda: ship.sum(-1),
+        })
+        return new_state, -cost, info
+
+    def _period(self, state: State, order: Tensor, demand: Tensor) -> tuple[Tensor, ...]:
+        """One period's dynamics after the order is placed, as a pure tensor function."""
+        idx = self._indices(order.device)
+        ship = self._feasible(order, state["onhand"], idx)
+        onhand = state["onhand"].index_add(1, idx.source_nodes, -(ship @ idx.out_of))
+        onehot, pipe = state["lead_onehot"], state["pipeline"]  # [slots + 1, B, E], [slots, B, E]
+        if self._has_zero_lead:
+            onhand = onhand + idx.edges_to_nodes(ship * onehot[0])
+        # what lands at the end of this period, and the pipeline one period on
+        arrivals = torch.addcmul(pipe[0], ship, onehot[1])
+        pipeline = torch.cat([torch.addcmul(pipe[1:], ship, onehot[2:]), torch.zeros_like(pipe[:1])])
+
+        store_stock = idx.store_values(onhand)
         if self.params.lost_sales:
             sales = torch.minimum(store_stock.clamp_min(0.0), demand)
             shortfall = demand - sales
             after = store_stock - sales
         else:
             after = store_stock - demand
-            sales = torch.minimum(store_stock.clamp_min(0.0), demand)
+            sales = None
             shortfall = (-after).clamp_min(0.0)
-        onhand = onhand.clone()
-        onhand[:, stores] = after
-        holding_cost = (state["holding"] * onhand.clamp_min(0.0)).sum(-1)
-        underage_cost = (state["penalty"] * shortfall).sum(-1)
-        cost = holding_cost + underage_cost
-        if self._has_order_cost:
-            ordering_cost = (state["order_cost"] * ship).sum(-1)
-            cost = cost + ordering_cost
-        else:
-            ordering_cost = torch.zeros_like(cost)
+        onhand = idx.with_store_values(onhand, after)
+        holding_cost = _row_dot(state["holding"], onhand.clamp_min(0.0))
+        underage_cost = _row_dot(state["penalty"], shortfall)
+        ordering_cost = (_row_dot(state["order_cost"], ship) if self._has_order_cost
+                         else torch.zeros_like(holding_cost))
+        onhand = onhand + idx.edges_to_nodes(arrivals)
+        return (onhand, pipeline, ship, store_stock, sales, shortfall, holding_cost,
+                underage_cost, ordering_cost)
 
-        arrivals = pipeline[..., 0]
-        onhand = onhand.index_add(1, dst, arrivals)
-        pipeline = torch.cat([pipeline[..., 1:], torch.zeros_like(pipeline[..., :1])], dim=-1)
-        new_state = dict(state, onhand=onhand, pipeline=pipeline)
-        # per-period metrics, summed over locations only when a rollout keeps them
-        info = LazyDict({"cost": cost, "holding_cost": holding_cost,
-                         "underage_cost": underage_cost, "ordering_cost": ordering_cost}, {
-            "demand": lambda: demand.sum(-1),
-            "sales": lambda: sales.sum(-1),
-            "shortfall": lambda: shortfall.sum(-1),
-            "shipped": lambda: ship.sum(-1),
-        })
-        return new_state, -cost, info
-
-    def _feasible(self, order: Tensor, onhand: Tensor, src: Tensor, dev) -> Tensor:
+    def _feasible(self, order: Tensor, onhand: Tensor, idx: _Incidence) -> Tensor:
         """Scale each source's orders down proportionally to its on-hand stock; a transshipment
         centre forwards all of its stock in proportion to the orders (equal split if none)."""
-        b, n = onhand.shape
-        internal = src != SUPPLIER
-        from_node = src.clamp_min(0)
-        requested = torch.zeros(b, n, device=dev).index_add(1, from_node, order * internal)
-        available = onhand.clamp_min(0.0)
-        ratio = torch.where(
-            requested > available, available / requested.clamp_min(1e-9), torch.ones_like(available)
-        )
-        transship = self.is_transship.to(dev)
-        if transship.any():
-            out_degree = torch.zeros(n, device=dev).index_add(0, from_node, internal.float())
-            forced = available / requested.clamp_min(1e-9)
-            ratio = torch.where(transship & (requested > 1e-9), forced, ratio)
-            equal = available / out_degree.clamp_min(1.0)
-            ship_equal = equal[:, from_node]
-            use_equal = (transship & (requested <= 1e-9))[:, from_node]
-        ship = order * torch.where(internal, ratio[:, from_node], torch.ones_like(order))
-        if transship.any():
-            ship = torch.where(use_equal & internal, ship_equal, ship)
-        return ship
+        requested = order @ idx.out_of  # [B, K] per internal source
+        available = onhand.index_select(1, idx.source_nodes).clamp_min(0.0)
+        share = available / requested.clamp_min(1e-9)
+        if not idx.any_transship:
+            return order * (share.clamp_max(1.0) @ idx.out_of.T + idx.from_supplier)
+        asked = (requested > 1e-9).float()
+        ratio = torch.where(idx.transship, share * asked, share.clamp_max(1.0))
+        equal = idx.transship * (1.0 - asked) * available / idx.out_degree
+        return order * (ratio @ idx.out_of.T + idx.from_supplier) + equal @ idx.out_of.T
 
     # -- helpers for heuristics, solvers and reports --------------------------------------
     def demand_moments(self) -> tuple[Tensor, Tensor]:
