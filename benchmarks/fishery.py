@@ -7,21 +7,29 @@ For each model: train (HDPO, the scenario's defaults unless overridden) into ``r
 ``benchmarks/results/fishery_modelN.csv``, a figure of the learned harvest against the stock
 beside the DP policy to ``benchmarks/results/fishery_modelN_policy.png``, and a line per model
 comparing with the published numbers (Montealegre-Mora et al. 2023).
+
+Every model's references include the certified LP bound (`solvers.fishery_bound`); with
+``--milp`` model 1 also gets the tighter piecewise-hull MILP bound on the same episodes. Each
+policy's gap to the tightest bound goes to ``benchmarks/results/fishery_bounds{tag}.csv``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 from pathlib import Path
 
+import pandas as pd
+
 from oprl import registry
-from oprl.api import EVAL_SEED, benchmark, load_policy, train
+from oprl.api import EVAL_SEED, benchmark, eval_window, load_policy, train
 from oprl.evaluate import COLUMNS, format_table
 from oprl.plots.fishery import policy_map
 from oprl.runs import write_csv
 from solvers.fishery import grid_dp_3d, single_species_dp
+from solvers.fishery_bound import relaxation_bound
 
 # published means over 100 episodes (DESIGN.md, "Fishery")
 ANCHORS = {
@@ -46,6 +54,40 @@ def plot_policy(model: int, run: Path, out: Path) -> None:
                title=f"fishery/model{model}")
 
 
+def milp_row(model: int, run: Path, episodes: int, seed: int, frame: pd.DataFrame) -> dict:
+    """Model 1's piecewise-hull MILP bound on the benchmark's own evaluation episodes, as a
+    row of the benchmark table (gap to the reference: difference of means on those episodes)."""
+    _, checkpoint = load_policy(run)
+    sim = registry.make(f"fishery/model{model}", **checkpoint["config"]["params"])
+    horizon, _ = eval_window(sim, None, None)
+    trace = sim.sample_trace(episodes, horizon, seed=seed + EVAL_SEED)
+    result = relaxation_bound(sim, trace, breakpoints=(0.29,), time_limit=20.0)
+    ref = frame[(frame["policy"] == frame["reference"]) & (frame["metric"] == frame["metric"].iloc[0])]
+    base = float(ref["mean"].iloc[0])
+    values = result.per_trace
+    return {"scenario": sim.name, "policy": result.name, "kind": result.kind,
+            "metric": frame["metric"].iloc[0], "mean": float(values.mean()),
+            "stderr": float(values.std() / math.sqrt(len(values))),
+            "reference": ref["policy"].iloc[0], "reference_kind": ref["kind"].iloc[0],
+            "gap_pct": 100 * (float(values.mean()) - base) / abs(base), "status": result.status,
+            "wall_s": result.wall_s, "gap_stderr_pct": float("nan")}
+
+
+def gaps_to_bound(model: int, frame: pd.DataFrame) -> pd.DataFrame:
+    """Each policy's and reference's mean against the tightest certified bound in the table
+    (the lowest LP/MILP bound; model 1's hindsight DP is not certified: grid interpolation):
+    the gap of means on the same episodes."""
+    main = frame[frame["metric"] == frame["metric"].iloc[0]]
+    bounds = main[(main["kind"] == "upper_bound") & main["policy"].str.contains("bound\\[")]
+    bound = bounds.loc[bounds["mean"].idxmin()]
+    out = main[["policy", "kind", "mean"]].copy()
+    out.insert(0, "model", model)
+    out["bound"] = bound["policy"]
+    out["bound_mean"] = bound["mean"]
+    out["gap_to_bound_pct"] = 100 * (out["mean"] - bound["mean"]) / abs(bound["mean"])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", type=int, nargs="+", default=[1, 2, 3, 4])
@@ -60,9 +102,12 @@ def main() -> None:
                     help="evaluate a finished run already in --runs instead of training")
     ap.add_argument("--results", default="benchmarks/results")
     ap.add_argument("--tag", default="", help="suffix of the CSV/PNG names (e.g. _2000eps)")
+    ap.add_argument("--milp", action="store_true",
+                    help="model 1: add the piecewise-hull MILP bound (seconds per episode)")
     args = ap.parse_args()
     hyper = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     results = Path(args.results)
+    gaps = []
     for model in args.models:
         scenario = f"fishery/model{model}"
         run = Path(args.runs) / f"fishery-model{model}-{args.policy}-s{args.seed}"
@@ -73,6 +118,11 @@ def main() -> None:
                   **hyper)
         frame = benchmark(scenario, run=run, eval_episodes=args.episodes, seed=args.seed,
                           log=lambda m: None)
+        if args.milp and model == 1:
+            frame = pd.concat([frame, pd.DataFrame([milp_row(model, run, args.episodes,
+                                                             args.seed, frame)])],
+                              ignore_index=True)
+        gaps.append(gaps_to_bound(model, frame))
         write_csv(results / f"fishery_model{model}{args.tag}.csv", frame[COLUMNS])
         print(format_table(frame), flush=True)
         main_rows = frame[frame["metric"] == frame["metric"].iloc[0]].set_index("policy")["mean"]
@@ -81,6 +131,9 @@ def main() -> None:
               f"| eval seed {args.seed + EVAL_SEED}", flush=True)
         print("measured: ", ", ".join(f"{k} {v:.2f}" for k, v in main_rows.items()), flush=True)
         plot_policy(model, run, results / f"fishery_model{model}{args.tag}_policy.png")
+    table = pd.concat(gaps, ignore_index=True)
+    write_csv(results / f"fishery_bounds{args.tag}.csv", table)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"), flush=True)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,33 @@ model 3 (best dev reward 70.7 vs 68.2 with the same seed and budget), so it is t
 ``menu=k > 0`` turns the action into a choice among k mortality levels per harvested species
 (0, 1/(k-1), ..., 1; all combinations): the action is then a probability vector over the
 combinations and the executed one is drawn with the trace's uniforms (``info['action_index']``).
-With ``constraint_signals = ('years_alive',)`` (1/T for every year that ends with every stock
-above the threshold, so an episode's total is the share of its years survived: a dense form
-of "reach full length", which gives the critic a signal from the first iteration) and
-``constraint_thresholds = (survival_target,)`` this is the constrained MDP that
-`oprl.algorithms.constrained_ac` solves.
+With ``constraint_thresholds = (survival_target,)`` and one survival signal this is the
+constrained MDP that `oprl.algorithms.constrained_ac` solves. ``survival_signal`` picks it:
+
+- ``'episode'`` (``constraint_signals = ('episode_survival',)``): +1 in year 0 and -1 in the
+  year a stock falls to the threshold, so an episode's total is exactly 1 if it reaches full
+  length, else 0: the constraint "share of episodes reaching full length >= target" itself,
+  yet dense (a death is charged the year it happens, not 200 years later). The step also
+  reports its conditional expectations given the state and the executed choice (the growth
+  noise is Gaussian, so the death probability is exact: `survival_probability`):
+  ``expected_episode_survival`` and ``expected_reward`` (harvest plus the penalty times the
+  death probability), which the constrained AC uses instead of the realised values: the
+  same expected totals, without the sampling noise of rare deaths.
+- ``'years'`` (``('years_alive',)``, the default): 1/T for every year that ends with every
+  stock above the threshold, the share of years survived (an early death costs more than a
+  late one: a different constraint, but one the constrained AC can learn from). Realised
+  values only: with their expectations (``expected_years_alive``, ``expected_reward``) the
+  same TSCAC run (seed 0, 300 iterations) ended at 2.27 instead of 4.55 on the 100
+  evaluation episodes; one seed of an unstable trainer, so not kept.
+
+Why 'episode' is not the default: from a uniform start over the menu every training episode
+dies within ~3 years, so no state of a later year is ever visited and every action's value
+(the probability of reaching year 200) is ~0: the critic has nothing to rank. Measured with
+``oprl train fishery/model1 --algo tscac --policy choice --set menu=11 --set
+survival_signal=episode``: dev survival 0.00 after 300 iterations (also with ``--hyper
+dual_source=dev --hyper margin=0``). Potential-based shaping
+cannot help (it leaves differences between actions' values unchanged); the share of years
+survived pays for every extra year and so does.
 """
 
 from __future__ import annotations
@@ -45,6 +67,7 @@ from oprl.core import Observation, Rollout, State, Trace, trace_size
 
 MODELS = ("single", "three")
 RELAXATIONS = ("auto", "exact", "smooth")
+SURVIVAL_SIGNALS = {"episode": "episode_survival", "years": "years_alive"}
 SPECIES = {"single": ("X",), "three": ("X", "Y", "Z")}
 # species-interaction graph of the three-species model: (source, target, kind)
 # kinds: 0 competition (X <-> Y), 1 predation (Z eats X and Y)
@@ -96,6 +119,7 @@ class FisheryParams:
     relaxation: str = "auto"
     menu: int = 0  # > 0: discrete mortality levels per harvested species (constrained AC)
     survival_target: float = 0.9  # the constrained AC's minimum share of surviving episodes
+    survival_signal: str = "years"  # the constrained AC's signal: SURVIVAL_SIGNALS
     horizon: int = 200
     warmup: int = 0
     eval_horizon: int = 200
@@ -145,6 +169,9 @@ class FisheryParams:
         object.__setattr__(self, "menu", int(self.menu))
         if not 0 < _finite("survival_target", self.survival_target) <= 1:
             raise ValueError(f"survival_target: must lie in (0, 1], got {self.survival_target}")
+        if self.survival_signal not in SURVIVAL_SIGNALS:
+            raise ValueError(f"survival_signal: {self.survival_signal!r}; allowed "
+                             f"{tuple(SURVIVAL_SIGNALS)}")
         if self.relaxation not in RELAXATIONS:
             raise ValueError(f"relaxation: {self.relaxation!r}; allowed {RELAXATIONS}")
         for name in ("horizon", "eval_horizon"):
@@ -186,6 +213,19 @@ def growth(p: FisheryParams, pop: Tensor, t: int, eps: Tensor | None = None) -> 
     return (pop + drift + noise).clamp(0.0, p.max_stock)
 
 
+def survival_probability(p: FisheryParams, pop: Tensor, t: int) -> Tensor:
+    """P(every stock stays above the threshold after this year's growth) from post-harvest
+    stocks ``pop [..., S]``, exactly: each next stock is normal given ``pop`` (independent
+    noise per species) and the clip at ``max_stock > threshold`` does not change the event."""
+    mean = growth(p, pop, t)
+    scale = pop.new_tensor(p.sigma) * (pop.new_tensor([1.0, 1.0, p.alpha])
+                                       if p.model == "three" else 1.0)
+    sd = pop * scale
+    z = (mean - p.threshold) / sd.clamp_min(1e-12)
+    per_species = torch.where(sd > 0, torch.special.ndtr(z), (mean > p.threshold).to(pop.dtype))
+    return per_species.prod(-1)
+
+
 def extinction_penalty(p: FisheryParams, t: int) -> float:
     """Reward added in the year ``t`` (0-based) a stock falls to the threshold."""
     return -p.penalty / (t + 1)
@@ -196,7 +236,6 @@ class FisherySimulator:
 
     metric_name = "reward/episode"
     lower_is_better = False
-    constraint_signals = ("years_alive",)
 
     def __init__(self, params: FisheryParams) -> None:
         self.params = params
@@ -204,6 +243,7 @@ class FisherySimulator:
         self.n_species = params.n_species
         self.harvested = torch.tensor(params.harvested, dtype=torch.long)
         self.n_actions = len(params.harvested)
+        self.constraint_signals = (SURVIVAL_SIGNALS[params.survival_signal],)
         self.constraint_thresholds = (params.survival_target,)
         self.choices = menu_levels(params.menu, self.n_actions) if params.menu else None
 
@@ -311,8 +351,14 @@ class FisherySimulator:
         last = float(t == trace.horizon - 1)
         info = {"harvest": alive * harvest, "alive": alive, "survival": new_alive * last,
                 "years_alive": new_alive / trace.horizon}
-        if index is not None:
+        if index is not None:  # the constrained AC's signals and expectations
             info["action_index"] = index
+            first = float(t == 0)
+            info["episode_survival"] = first * alive - (alive - new_alive)
+            if p.survival_signal == "episode":  # its conditional expectations (see above)
+                dies = alive * (1 - survival_probability(p, escaped, t))
+                info["expected_episode_survival"] = first * alive - dies
+                info["expected_reward"] = alive * harvest + dies * extinction_penalty(p, t)
         return {"pop": nxt, "alive": new_alive}, reward, info
 
     # -- metrics ----------------------------------------------------------------------------

@@ -15,7 +15,8 @@ grid points are linear interpolations.
   result's status), with one or two harvested species.
 - `perfect_information_dp`: per-trace optimum with the noise path known in advance (model 1):
   an upper bound on any non-anticipative policy.
-- `references`: what `oprl bench` reports for a scenario.
+- `references`: what `oprl bench` reports for a scenario (with the certified LP bound of
+  `solvers.fishery_bound` for every model).
 Everything runs batched in torch on the trace's device (GPU when present).
 """
 
@@ -28,7 +29,14 @@ import torch
 from torch import Tensor, nn
 
 from oprl.core import Observation, Trace
-from simulators.fishery import FisheryParams, FisherySimulator, extinction_penalty, growth
+from simulators.fishery import (
+    FisheryParams,
+    FisherySimulator,
+    extinction_penalty,
+    growth,
+    survival_probability,
+)
+from solvers.fishery_bound import relaxation_bound
 from solvers.result import SolverResult
 
 
@@ -237,16 +245,6 @@ def _harvest_max(gain: Tensor, harvested: tuple[int, ...]) -> Tensor:
     return gain
 
 
-def _survival_probability(p: FisheryParams, pts: Tensor, t: int) -> Tensor:
-    """P(every stock stays above the threshold) from post-harvest stocks ``pts [..., 3]``,
-    exactly: each next stock is normal given the current ones, with independent noise."""
-    mean = growth(p, pts, t)
-    sd = pts * pts.new_tensor(p.sigma) * pts.new_tensor([1.0, 1.0, p.alpha])
-    z = (mean - p.threshold) / sd.clamp_min(1e-12)
-    per_species = torch.where(sd > 0, torch.special.ndtr(z), (mean > p.threshold).to(pts.dtype))
-    return per_species.prod(-1)
-
-
 def solve_three_species(
     p: FisheryParams, horizon: int, *, grid: int = 16, maxes=(1.2, 1.2, 2.0), nodes: int = 3,
     device: str | torch.device = "cpu",
@@ -271,7 +269,7 @@ def solve_three_species(
         expected = torch.zeros(pts.shape[0], dtype=torch.float64, device=device)
         for chunk in torch.arange(pts.shape[0], device=device).split(4096):
             nxt = growth(p, pts[chunk, None, :], t, zz[None])  # [C, Q, 3]
-            alive = _survival_probability(p, pts[chunk], t)
+            alive = survival_probability(p, pts[chunk], t)
             expected[chunk] = (alive * (interp3(value, nxt, axes) @ ww)
                                + (1 - alive) * extinction_penalty(p, t))
         w_t = expected.view(grid, grid, grid)
@@ -343,10 +341,13 @@ def grid_dp_3d(
 
 
 def references(sim: FisherySimulator, trace: Trace, warmup: int) -> list[SolverResult]:
-    """Model 1: the exact stochastic DP (its policy simulated on the trace) and the
-    perfect-information bound; models 2-4: the 3-D grid DP policy."""
+    """Model 1: the exact stochastic DP (its policy simulated on the trace), the
+    perfect-information DP and the LP bound (`solvers.fishery_bound`); models 2-4: the 3-D
+    grid DP policy and the LP bound (certified upper bounds; a model-1 variant with a
+    drifting growth rate, not one of the four scenarios, gets none)."""
     if warmup != 0:
         raise ValueError(f"eval_warmup: fishery references count whole episodes; got {warmup}")
     if sim.params.model == "single":
-        return [single_species_dp(sim, trace), perfect_information_dp(sim, trace)]
-    return [grid_dp_3d(sim, trace)]
+        refs = [single_species_dp(sim, trace), perfect_information_dp(sim, trace)]
+        return refs + ([relaxation_bound(sim, trace)] if sim.params.drift_years <= 0 else [])
+    return [grid_dp_3d(sim, trace), relaxation_bound(sim, trace)]

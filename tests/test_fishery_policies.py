@@ -97,6 +97,8 @@ def test_hdpo_trains_a_fishery_policy_end_to_end(tmp_path) -> None:
 def test_menu_mode_executes_the_chosen_mortalities_for_the_constrained_ac() -> None:
     sim = registry.make("fishery/model3", menu=3, horizon=4, eval_horizon=4)
     assert sim.choices.shape == (9, 2) and sim.constraint_signals == ("years_alive",)
+    assert registry.make("fishery/model3", menu=3, survival_signal="episode").constraint_signals \
+        == ("episode_survival",)
     trace = sim.sample_trace(5, seed=0)
     state = sim.reset(trace)
     pick = torch.tensor([0, 4, 8, 2, 6])
@@ -115,3 +117,38 @@ def test_menu_mode_executes_the_chosen_mortalities_for_the_constrained_ac() -> N
         FisheryChoicePolicy(registry.make("fishery/model3"))
     with pytest.raises(ValueError, match="menu"):
         registry.make("fishery/model1", menu=1)
+
+
+def test_episode_survival_signal_totals_the_survival_indicator() -> None:
+    """Dense (+1 in year 0, -1 in the year of death) yet its episode total is exactly whether
+    the episode reached full length."""
+    sim = registry.make("fishery/model3", menu=3, horizon=30, eval_horizon=30)
+    trace = sim.sample_trace(64, seed=5)
+    gen = torch.Generator().manual_seed(0)
+    state = sim.reset(trace)
+    total = torch.zeros(64)
+    weight = torch.full((9,), 0.01)  # mostly mortalities 0 and 1/2, now and then all of a stock
+    weight[[0, 1, 3, 4]] = 1.0
+    for t in range(30):
+        probs = torch.rand(64, 9, generator=gen) * weight
+        state, _, info = sim.step(state, probs / probs.sum(-1, keepdim=True), t, trace)
+        total += info["episode_survival"]
+    torch.testing.assert_close(total, state["alive"])
+    assert 0 < float(state["alive"].mean()) < 1
+
+
+def test_expected_signals_match_monte_carlo_of_one_risky_year() -> None:
+    sim = registry.make("fishery/model3", menu=3, initial=(0.056, 0.056, 1.0), init_sigma=0.0,
+                        horizon=1, eval_horizon=1, survival_signal="episode")
+    trace = sim.sample_trace(40_000, seed=9)
+    state = sim.reset(trace)
+    probs = torch.nn.functional.one_hot(torch.full((40_000,), 4), 9).float()  # mortality 1/2
+    _, reward, info = sim.step(state, probs, 0, trace)
+    expected = float(info["expected_episode_survival"][0])
+    assert 0.1 < expected < 0.9  # a year that can go either way
+    assert (info["expected_episode_survival"] == expected).all()  # one state, one number
+    realised = info["episode_survival"]
+    assert abs(float(realised.mean()) - expected) < 4 * float(realised.std()) / 200
+    assert abs(float(reward.mean() - info["expected_reward"].mean())) < 4 * float(
+        reward.std()) / 200
+

@@ -113,4 +113,7 @@ def test_references_refuse_a_warmup_and_pick_the_right_solvers() -> None:
     with pytest.raises(ValueError, match="eval_warmup"):
         references(sim, trace, 5)
     kinds = [r.kind for r in references(sim, trace, 0)]
-    assert kinds == ["optimal", "upper_bound"]
+    assert kinds == ["optimal", "upper_bound", "upper_bound"]
+    three = registry.make("fishery/model3", horizon=4, eval_horizon=4)
+    kinds = [r.kind for r in references(three, three.sample_trace(2, 4, seed=0), 0)]
+    assert kinds == ["lower_bound", "upper_bound"]
