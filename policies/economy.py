@@ -27,6 +27,7 @@ from solvers.economy import ScheduleBestResponse as ScheduleBestResponse  # re-e
 from solvers.economy import (
     best_response,
     free_market,
+    saez_binned_schedule,
     saez_schedule,
     schedule_value,
     us_federal,
@@ -224,6 +225,16 @@ def saez_from_trace(sim: EconomySimulator, trace: Trace) -> tuple[Tensor, dict]:
     return saez_schedule(pooled, skills)
 
 
+def saez_binned_from_trace(sim: EconomySimulator, trace: Trace) -> tuple[Tensor, dict]:
+    """The AI Economist's binned Saez schedule (elasticity 0.5, continuous rates) of the
+    training population, pooled as in `saez_from_trace`."""
+    skills = trace["skills"][:, 0].reshape(-1).double().cpu()
+    if sim.params.skills is not None:
+        skills = skills[: sim.n_agents]
+    pooled = sim if len(skills) == sim.n_agents else _pooled(sim, len(skills))
+    return saez_binned_schedule(pooled, skills)
+
+
 def _pooled(sim: EconomySimulator, n: int) -> EconomySimulator:
     from dataclasses import replace
 
@@ -233,8 +244,9 @@ def _pooled(sim: EconomySimulator, n: int) -> EconomySimulator:
 def economy_heuristics(
     sim: EconomySimulator, trace: Trace, warmup: int
 ) -> dict[str, tuple[nn.Module, str]]:
-    """Free market, 2018 US federal and the Saez schedule (fitted on the training ``trace``),
-    each with every agent playing its exact best response."""
+    """Free market, 2018 US federal and two Saez schedules (ours and the AI Economist's binned
+    one, both fitted on the training ``trace``), each with every agent playing its exact best
+    response."""
     policies: dict[str, tuple[nn.Module, str]] = {
         "free market": (ScheduleBestResponse(sim, free_market(sim)), "no tax; agents' best response"),
     }
@@ -245,8 +257,14 @@ def economy_heuristics(
     policies["saez"] = (ScheduleBestResponse(sim, rates),
                         f"rates {[round(float(r), 2) for r in rates]}, elasticity "
                         f"{info['elasticity']:.2f}, fitted on training traces")
+    binned, info = saez_binned_from_trace(sim, trace)
+    policies["saez binned"] = (ScheduleBestResponse(sim, binned),
+                               f"AI Economist's binned estimator, rates "
+                               f"{[round(float(r), 3) for r in binned]}, elasticity "
+                               f"{info['elasticity']:.2f}, fitted on training traces")
     return policies
 
 
 __all__ = ["AgentGNN", "EconomyPolicy", "PlannerPolicy", "ScheduleBestResponse",
-           "best_response", "economy_heuristics", "economy_policy", "saez_from_trace"]
+           "best_response", "economy_heuristics", "economy_policy", "saez_binned_from_trace",
+           "saez_from_trace"]

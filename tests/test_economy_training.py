@@ -27,6 +27,10 @@ def test_curriculum_phases():
     assert mid.rate_limit == pytest.approx(1.0) and 0 < mid.entropy < 0.2
     settle = tl.schedule_at(95, 100, **CURRICULUM)
     assert settle.planner_on and not settle.planner_learns and settle.rate_limit == 1.0
+    # entropy_anneal 0.5: the bonus is spent halfway through the planner's 70 learning steps
+    fast = {**CURRICULUM, "entropy_anneal": 0.5}
+    assert tl.schedule_at(37, 100, **fast).entropy == pytest.approx(0.2 * (1 - 17 / 35))
+    assert tl.schedule_at(55, 100, **fast).entropy == 0.0
 
 
 def test_risk_seeking_advantage_counts_only_the_best():
@@ -71,10 +75,14 @@ def test_gnn_agents_learn_free_market_hours():
     assert hours[0].tolist() == pytest.approx([47.0, 55.04, 68.75, 94.0], abs=1.5)
 
 
-def test_resume_is_exact():
+@pytest.mark.parametrize("extra", [{}, {"candidates": 2, "candidate_every": 2, "restarts": 2,
+                                         "imitation": 1.0, "imitation_samples": 2}])
+def test_resume_is_exact(extra):
+    """Resuming from the step-8 snapshot (with a candidate pool and restarts: the end of the
+    first attempt) replays the rest of the run exactly."""
     sim = tiny()
     kw = dict(steps=12, batch_size=8, eval_every=4, agent_phase=0.25, settle_phase=0.25,
-              dev_scenarios=2, seed=3, agent_updates=3)
+              dev_scenarios=2, seed=3, agent_updates=3, **extra)
     torch.manual_seed(0)
     full_policy = economy_policy(sim, hidden=8, layers=1)
     start = {k: v.clone() for k, v in full_policy.state_dict().items()}
@@ -119,7 +127,7 @@ def test_one_policy_serves_any_number_of_agents():
 def test_heuristics_cover_the_classical_schedules():
     sim = registry.make("economy/one_step")
     found = economy_heuristics(sim, sim.sample_trace(2, 1, seed=0), 0)
-    assert set(found) == {"free market", "us federal", "saez"}
+    assert set(found) == {"free market", "us federal", "saez", "saez binned"}
 
 
 def test_pathwise_planner_moves_its_rates_through_the_agents():
@@ -135,9 +143,10 @@ def test_pathwise_planner_moves_its_rates_through_the_agents():
     assert all(torch.isfinite(torch.tensor(r["dev_reward"])) for r in result.history)
 
 
-def test_self_imitation_pulls_only_towards_better_hours():
+@pytest.mark.parametrize("samples", [1, 4])
+def test_self_imitation_pulls_only_towards_better_hours(samples):
     """At the exact best response no random alternative pays more (no pull); from zero hours
-    in a free market almost every alternative does."""
+    in a free market almost every alternative does (with one sample or the best of four)."""
     from solvers.economy import best_response
 
     sim = registry.make("economy/one_step")
@@ -150,8 +159,47 @@ def test_self_imitation_pulls_only_towards_better_hours():
     for rates, hours, expect_pull in cases:
         _, _, info = sim.step(state, torch.cat([rates, hours], -1), 0, trace)
         pull = tl._imitation(sim, state, rates, hours, None, info, 0, trace, sched,
-                             torch.Generator().manual_seed(1))
+                             torch.Generator().manual_seed(1), samples)
         assert (pull >= 0).all()
         assert bool((pull > 1e-3).float().mean() > 0.9) == expect_pull
         if not expect_pull:
             assert float(pull.max()) < 1e-3
+
+
+def test_restarts_split_the_planner_phase():
+    """100 steps, 20 for the agents, 2 attempts of 40: each anneals rates from 0 again and
+    ends with its own 5 settle steps, flagged as the attempt's end."""
+    kw = {**CURRICULUM, "restarts": 2}
+    first = tl.schedule_at(20, 100, **kw)
+    assert first.restart == 0 and first.planner_learns and first.rate_limit == 0.0
+    assert not tl.schedule_at(55, 100, **kw).planner_learns  # settle steps 55-59
+    assert tl.schedule_at(59, 100, **kw).segment_end
+    second = tl.schedule_at(60, 100, **kw)
+    assert second.restart == 1 and second.planner_learns and second.rate_limit == 0.0
+    assert tl.schedule_at(99, 100, **kw).segment_end and not tl.schedule_at(98, 100, **kw).segment_end
+    one = tl.schedule_at(99, 100, **CURRICULUM)  # one attempt: the run's last step ends it
+    assert one.restart == 0 and one.segment_end
+
+
+def test_candidate_pool_keeps_the_best_distinct_schedules():
+    """Offered planners are kept by their dev score, one per distinct schedule, at most K;
+    in the settle phase episode b plays candidate b mod K."""
+    sim = tiny()
+    torch.manual_seed(0)
+    policy = economy_policy(sim, hidden=8, layers=1)
+    policy.exact_agents.fill_(1.0)
+    dev = sim.sample_trace(2, 1, seed=0)
+    pool: list = []
+    for step, rates in enumerate([[0.0, 0.5], [0.0, 0.25], [0.0, 0.5], [0.0, 1.0]]):
+        with torch.no_grad():  # a planner whose deterministic schedule is `rates`
+            index = torch.round(torch.tensor(rates) / 0.25).long()
+            policy.planner.bias.fill_(0.0)
+            policy.planner.bias[torch.arange(2), index] = 5.0
+        tl._offer_candidate(pool, sim, policy, dev, step, size=2)
+    # worth 120 (50% above 60), 120 (25%: agent 2 works 70 h), 100 (100%: it stops at 30 h)
+    assert [c["value"] for c in pool] == pytest.approx([120.0, 120.0], abs=1e-3)
+    assert {c["key"] for c in pool} == {(0.0, 5000.0) * 2, (0.0, 2500.0) * 2}
+    trace = sim.sample_trace(4, 1, seed=0)
+    obs = sim.observe(sim.reset(trace), 0, trace)
+    played = tl._pool_rates(pool, economy_policy(sim, hidden=8, layers=1).planner)(obs)
+    assert torch.equal(played[0], played[2]) and not torch.equal(played[0], played[1])

@@ -9,9 +9,19 @@ remaining steps, and its entropy bonus decays linearly from ``entropy_start`` to
 (``agent_updates`` > 1: the agents take ``agent_updates - 1`` steps on the schedules just
 sampled, and the planner is then scored against the adapted agents: agents are the fast
 timescale). Phase 3 (the last ``settle_phase``): the planner plays its deterministic schedule
-and stops learning while the agents settle to it; the best-on-dev weights are chosen among
-phase-3 evaluations, so the dev reward is that of settled agents, not of agents still chasing
-a moving schedule.
+and stops learning while the agents settle to it; the best-on-dev weights are chosen at the
+end of phase 3, so the dev reward is that of settled agents, not of agents still chasing a
+moving schedule.
+
+Against learning agents the planner's deterministic schedule wanders until the end of phase
+2 (it keeps exploiting the agents' mistakes, and they keep correcting them), so where it stops
+is luck. ``candidates`` = K > 0 keeps a pool: every ``candidate_every`` steps of phase 2 the
+planner's deterministic schedule is scored on the dev trace with the agents of the moment,
+and the K best distinct ones (planner snapshots) are kept. In phase 3 episode b plays
+candidate b mod K, so the agents settle to all K at once, and at the end the candidate with
+the best dev reward under the settled agents is chosen (a dev signal, never the exact best
+response nor the MILP). ``restarts`` > 1 splits phases 2-3 into that many attempts, each with
+a fresh planner (agents keep learning); the best settled attempt wins.
 
 Each level learns either by policy gradient ("pg": REINFORCE with normalised advantages; the
 planner's baseline is the batch's ``planner_quantile`` quantile, risk-seeking, see
@@ -89,23 +99,37 @@ class Schedule:
     rate_limit: float
     entropy: float
     noise: float
+    restart: int = 0  # which planner attempt (`restarts`) the step belongs to
+    segment_end: bool = False  # the last step of an attempt: evaluate it
 
 
 def schedule_at(step: int, steps: int, *, agent_phase: float, settle_phase: float,
                 labour_start: float, rate_anneal: float, entropy_start: float,
-                entropy_end: float, noise_start: float) -> Schedule:
-    """The curriculum as a pure function of the step (so a resumed run is exact)."""
+                entropy_end: float, noise_start: float, entropy_anneal: float = 1.0,
+                restarts: int = 1) -> Schedule:
+    """The curriculum as a pure function of the step (so a resumed run is exact). After the
+    agents' phase the remaining steps are split into ``restarts`` equal attempts; each one
+    starts a fresh planner (rates annealed from 0 again) and ends with its own settle phase
+    (``settle_phase * steps / restarts`` steps). The entropy bonus reaches ``entropy_end``
+    after ``entropy_anneal`` of an attempt's learning steps."""
     first = int(round(agent_phase * steps))
-    last = steps - int(round(settle_phase * steps))
     if step < first:
         return Schedule(False, False, linear(labour_start, 1.0, step / max(first, 1)), 0.0, 0.0,
                         0.0)
+    span = (steps - first) / restarts
+    restart = min(int((step - first) / span), restarts - 1) if span > 0 else 0
+    start = first + int(round(restart * span))
+    end = steps if restart == restarts - 1 else first + int(round((restart + 1) * span))
+    last = end - int(round(settle_phase * steps / restarts))
+    is_end = step == end - 1
     if step >= last:
-        return Schedule(True, False, 1.0, 1.0, 0.0, 0.0)
-    frac = (step - first) / max(last - first, 1)
+        return Schedule(True, False, 1.0, 1.0, 0.0, 0.0, restart, is_end)
+    frac = (step - start) / max(last - start, 1)
+    entropy = linear(entropy_start, entropy_end, frac / entropy_anneal if entropy_anneal > 0
+                     else 1.0)
     return Schedule(True, True, 1.0,
                     linear(0.0, 1.0, frac / rate_anneal) if rate_anneal > 0 else 1.0,
-                    linear(entropy_start, entropy_end, frac), linear(noise_start, 0.0, frac))
+                    entropy, linear(noise_start, 0.0, frac), restart, is_end)
 
 
 def _normalised(x: Tensor) -> Tensor:
@@ -129,10 +153,13 @@ def episode_losses(sim: Simulator, policy: nn.Module, trace: Trace, sched: Sched
                    agent_learning: str, planner_learning: str, agent_noise: float,
                    gen: torch.Generator, planner_quantile: float = 0.0,
                    saturation: float = 6.0, replay: list[Tensor] | None = None,
-                   imitation: float = 0.0) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+                   imitation: float = 0.0, imitation_samples: int = 1,
+                   settle_rates: Callable[[Any], Tensor] | None = None,
+                   ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
     """Agents' and planner's surrogate losses on one batch, the batch's mean reward and the
     schedules played. ``replay``: play these schedules again (pg planner: scored by their
-    log-probability under the current planner) instead of sampling new ones."""
+    log-probability under the current planner) instead of sampling new ones;
+    ``settle_rates(obs)``: the schedules played while the planner does not learn."""
     state = sim.reset(trace)
     agent_terms, planner_rewards, logps, entropies = [], [], [], []
     agent_logps, played = [], []
@@ -145,8 +172,8 @@ def episode_losses(sim: Simulator, policy: nn.Module, trace: Trace, sched: Sched
             rates, logp, ent = policy.planner.sample(obs, gen, sched.noise)
             if planner_learning == "pg":
                 rates = rates.detach()
-        elif sched.planner_on:
-            rates = policy.planner(obs).detach()
+        elif sched.planner_on:  # settle: the planner's schedule, or the candidates' ones
+            rates = (policy.planner(obs) if settle_rates is None else settle_rates(obs)).detach()
             logp = ent = torch.zeros(trace.batch, device=trace.device)
         else:
             rates = torch.zeros(trace.batch, policy.planner.n_brackets, device=trace.device)
@@ -176,7 +203,7 @@ def episode_losses(sim: Simulator, policy: nn.Module, trace: Trace, sched: Sched
                 - drift.unsqueeze(-1) / raw.shape[1])
         if imitation > 0 and agent_learning == "pathwise":
             term = term - imitation * _imitation(sim, before, rates, hours, consume, info, t,
-                                                 trace, sched, gen)
+                                                 trace, sched, gen, imitation_samples)
         agent_terms.append(term)
         planner_rewards.append(reward)
         logps.append(logp)
@@ -204,23 +231,80 @@ def episode_losses(sim: Simulator, policy: nn.Module, trace: Trace, sched: Sched
 
 def _imitation(sim: Simulator, before: dict, rates: Tensor, hours: Tensor,
                consume: Tensor | None, info: dict, t: int, trace: Trace, sched: Schedule,
-               gen: torch.Generator) -> Tensor:
-    """Self-imitation (Oh et al. 2018) against local optima: every agent also tries uniformly
-    random hours; where that would have paid more (own utility, lump sum excluded: exact for
-    quadratic utility), its hours are pulled towards the better ones with a force equal to
-    the gain. Pathwise agents alone only climb to the nearest local optimum and never find a
-    distant better choice, such as stopping work."""
+               gen: torch.Generator, samples: int = 1) -> Tensor:
+    """Self-imitation (Oh et al. 2018) against local optima: every agent also tries
+    ``samples`` uniformly random hours; where the best of them would have paid more (own
+    utility, lump sum excluded: exact for quadratic utility), its hours are pulled towards it
+    with a force equal to the gain. Pathwise agents alone only climb to the nearest local
+    optimum and never find a distant better choice, such as stopping work."""
     with torch.no_grad():
         max_hours = float(sim.params.max_hours)
-        alt = torch.rand(hours.shape, generator=gen).to(hours.device) * max_hours
-        parts = [rates.detach(), alt] + ([] if consume is None else [consume.detach()])
-        _, _, other = sim.step(before, torch.cat(parts, -1), t, trace)
 
         def own(i: dict) -> Tensor:
             return i["agent_reward"] - i["lump"] + (1.0 - sched.labour_scale) * i["labour_cost"]
 
-        gain = (own(other) - own(info)).clamp_min(0.0)
-    return gain * (hours - alt).abs()
+        mine = own(info)
+        best_gain = torch.zeros_like(hours)
+        best_alt = hours.detach().clone()
+        for _ in range(samples):
+            alt = torch.rand(hours.shape, generator=gen).to(hours.device) * max_hours
+            parts = [rates.detach(), alt] + ([] if consume is None else [consume.detach()])
+            _, _, other = sim.step(before, torch.cat(parts, -1), t, trace)
+            gain = own(other) - mine
+            better = gain > best_gain
+            best_gain = torch.where(better, gain, best_gain)
+            best_alt = torch.where(better, alt, best_alt)
+    return best_gain * (hours - best_alt).abs()
+
+
+def _planner_key(policy: nn.Module, sim: Simulator, trace: Trace) -> tuple[float, ...]:
+    """The planner's deterministic schedules on ``trace``'s first period, as a hashable key."""
+    with torch.no_grad():
+        obs = sim.observe(sim.reset(trace), 0, trace)
+        return tuple(torch.round(policy.planner(obs) * 1e4).flatten().tolist())
+
+
+def _offer_candidate(pool: list[dict], sim: Simulator, policy: nn.Module, dev_trace: Trace,
+                     step: int, size: int) -> None:
+    """Keep the ``size`` planner snapshots whose deterministic schedules scored best on the
+    dev trace with the agents of the moment (one per distinct schedule: the best score)."""
+    value = evaluate_reward(sim, policy, dev_trace)
+    key = _planner_key(policy, sim, dev_trace)
+    same = [c for c in pool if c["key"] == key]
+    if same and same[0]["value"] >= value:
+        return
+    pool[:] = [c for c in pool if c["key"] != key]
+    pool.append({"key": key, "value": value, "step": step,
+                 "planner": {k: v.detach().clone() for k, v in policy.planner.state_dict().items()}})
+    pool.sort(key=lambda c: -c["value"])
+    del pool[size:]
+
+
+def _pool_rates(pool: list[dict], shadow: nn.Module) -> Callable[[Any], Tensor]:
+    """Schedules of the pooled planners, episode ``b`` playing candidate ``b mod K``."""
+
+    def rates(obs: Any) -> Tensor:
+        out = []
+        for cand in pool:
+            shadow.load_state_dict(cand["planner"])
+            out.append(shadow(obs))
+        stacked = torch.stack(out)  # [K, B, brackets]
+        which = torch.arange(stacked.shape[1], device=stacked.device) % len(pool)
+        return stacked[which, torch.arange(stacked.shape[1], device=stacked.device)]
+
+    return rates
+
+
+def _best_candidate(pool: list[dict], sim: Simulator, policy: nn.Module,
+                    dev_trace: Trace) -> None:
+    """Load into the policy the pooled planner whose schedule scores best on the dev trace
+    with the settled agents."""
+    scores = []
+    for cand in pool:
+        policy.planner.load_state_dict(cand["planner"])
+        scores.append(evaluate_reward(sim, policy, dev_trace))
+    best = max(range(len(pool)), key=lambda i: scores[i])
+    policy.planner.load_state_dict(pool[best]["planner"])
 
 
 def evaluate_reward(sim: Simulator, policy: nn.Module, trace: Trace) -> float:
@@ -252,7 +336,12 @@ def train_two_level(
     entropy_end: float = 0.0,
     planner_noise: float = 0.5,
     planner_quantile: float = 0.9,
+    entropy_anneal: float = 1.0,
+    restarts: int = 1,
+    candidates: int = 0,
+    candidate_every: int = 25,
     imitation: float = 0.0,
+    imitation_samples: int = 1,
     agent_noise: float = 0.3,
     horizon: int | None = None,
     dev_scenarios: int = 32,
@@ -283,6 +372,12 @@ def train_two_level(
     if planner_learning == "pathwise" and policy.planner.kind != "continuous":
         raise ValueError("planner_learning: 'pathwise' needs the continuous planner "
                          "(policy_kwargs planner='continuous')")
+    if candidates < 0 or candidate_every < 1:
+        raise ValueError(f"candidates >= 0 and candidate_every >= 1; got {candidates}, "
+                         f"{candidate_every}")
+    if imitation_samples < 1 or restarts < 1 or not 0 < entropy_anneal <= 1:
+        raise ValueError(f"imitation_samples >= 1, restarts >= 1, entropy_anneal in (0, 1]; got "
+                         f"{imitation_samples}, {restarts}, {entropy_anneal}")
     if not 0 <= planner_quantile < 1:
         raise ValueError(f"planner_quantile: must lie in [0, 1), got {planner_quantile}")
     if not 0 <= settle_phase < 1 - agent_phase or agent_updates < 1:
@@ -297,9 +392,17 @@ def train_two_level(
     dev_trace = sim.sample_trace(dev_scenarios, horizon, seed=seed + DEV_SEED_OFFSET, device=dev)
     curriculum = dict(agent_phase=agent_phase, settle_phase=settle_phase, labour_start=labour_start, rate_anneal=rate_anneal,
                       entropy_start=entropy_start, entropy_end=entropy_end,
-                      noise_start=planner_noise)
+                      noise_start=planner_noise, entropy_anneal=entropy_anneal,
+                      restarts=restarts)
 
     state = _initial_state(policy, start_state, opt_agents, opt_planner)
+    if "planner_init" not in state:  # what every restart of the planner starts from
+        state["planner_init"] = {k: v.detach().clone()
+                                 for k, v in policy.planner.state_dict().items()}
+        state["planner_opt_init"] = copy.deepcopy(opt_planner.state_dict())
+        state["restart"] = 0
+        state["pool"] = []
+    shadow = copy.deepcopy(policy.planner)  # plays the pooled candidates' schedules
     history = state["history"]
     start_time = time.perf_counter() - state["wall_s"]
     step = state["step"]
@@ -307,14 +410,23 @@ def train_two_level(
         _record(state, sim, policy, dev_trace, 0, float("nan"), start_time, candidate=False)
     while step < steps:
         sched = schedule_at(step, steps, **curriculum)
+        if sched.restart != state["restart"]:  # a fresh planner; the agents keep learning
+            policy.planner.load_state_dict(state["planner_init"])
+            opt_planner.load_state_dict(state["planner_opt_init"])
+            state["restart"] = sched.restart
+            state["pool"] = []
         policy.planner.rate_limit.fill_(sched.rate_limit if sched.planner_on else 1.0)
         s = step_seed(seed, step)
         trace = sim.sample_trace(batch_size, horizon, seed=s, device=dev)
         gen = torch.Generator().manual_seed(s)
         policy.train()
+        pool = state["pool"]
+        settle = (_pool_rates(pool, shadow) if pool and sched.planner_on
+                  and not sched.planner_learns else None)
         losses = dict(agent_learning=agent_learning, planner_learning=planner_learning,
                       agent_noise=agent_noise, gen=gen, planner_quantile=planner_quantile,
-                      imitation=imitation)
+                      imitation=imitation, imitation_samples=imitation_samples,
+                      settle_rates=settle)
         agent_loss, planner_loss, mean_reward, played = episode_losses(
             sim, policy, trace, sched, **losses)
         if agent_learning != "best_response":
@@ -331,13 +443,20 @@ def train_two_level(
         step += 1
         state["step"] = step
         state["train_rewards"].append(float(mean_reward))
-        if step % eval_every == 0 or step == steps:
+        if candidates and sched.planner_learns and step % candidate_every == 0:
+            policy.planner.rate_limit.fill_(sched.rate_limit)
+            _offer_candidate(pool, sim, policy, dev_trace, step, candidates)
+        if step % eval_every == 0 or step == steps or (sched.segment_end and restarts > 1):
             policy.planner.rate_limit.fill_(sched.rate_limit if sched.planner_on else 0.0)
+            if pool and sched.segment_end:  # the attempt's choice: its best settled candidate
+                _best_candidate(pool, sim, policy, dev_trace)
             train_reward = sum(state["train_rewards"]) / len(state["train_rewards"])
             state["train_rewards"] = []
-            # agents mid-curriculum (labour cost not yet full) are no fair test of a schedule
+            # agents mid-curriculum (labour cost not yet full) are no fair test of a schedule;
+            # with a settle phase, only settled agents (an attempt's last step) are
+            settled = sched.segment_end if settle_phase > 0 else True
             _record(state, sim, policy, dev_trace, step, train_reward, start_time,
-                    candidate=sched.planner_on and (not sched.planner_learns or settle_phase == 0))
+                    candidate=sched.planner_on and settled)
             if callback is not None:
                 invoke_callback(callback, step, policy, opt_agents, history,
                       lambda: _snapshot(state, policy, opt_agents, opt_planner))
