@@ -1,6 +1,7 @@
 """Learned policies vs heuristics vs references on the HDPO paper's inventory settings.
 
     python benchmarks/inventory_gaps.py --suite lost [--steps 600] [--out benchmarks/results/gaps.csv]
+        [--shard K/N]
 
 Suites: backlog (24 one-store instances), lost (16), serial (4), transshipment, one_warehouse
 (GNN vs MLP at 128 and 8,192 training scenarios). One row per (instance, policy) is appended to
@@ -55,12 +56,18 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=256)
     ap.add_argument("--horizon", type=int, help="evaluation periods (default: scenario's)")
     ap.add_argument("--limit", type=int, help="run at most this many instances")
+    ap.add_argument("--shard", default="0/1",
+                    help="K/N: run every N-th instance from the K-th (parallel runs, one --out each)")
     ap.add_argument("--out", default="benchmarks/results/inventory_gaps.csv")
     args = ap.parse_args()
     out = Path(args.out)
     done = pd.read_csv(out) if out.exists() else pd.DataFrame()
     names = list(suites()) if args.suite == "all" else [args.suite]
     instances = [(s, i) for n in names for i in suites()[n] for s in [n]]
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    if not 0 <= shard < shards:
+        raise SystemExit(f"--shard: K/N with 0 <= K < N, got {args.shard}")
+    instances = instances[shard::shards]
     if args.limit:
         instances = instances[: args.limit]
     for suite, (scenario, params, overrides) in instances:

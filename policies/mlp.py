@@ -60,6 +60,7 @@ class InventoryFeatures(nn.Module):
         self.register_buffer("edge_scale", ns[edge_index_with_supplier(sim)[1]], persistent=False)
         self.register_buffer("global_scale", sim.demand_moments()[0].float().mean(), persistent=False)
         self.node_dim = 2 * self.slots + 11 + self.lags
+        self.position_column = 1 + 2 * self.slots  # scaled inventory position in `nodes`
         self.edge_dim = self.slots + 4
 
     def _pad(self, x: Tensor) -> Tensor:
@@ -119,8 +120,60 @@ def shrink_last_layer(net: nn.Sequential, gain: float = 0.01) -> None:
         last.bias.zero_()
 
 
+class BaseStockHead(nn.Module):
+    """Orders ``softplus_k(level - position + raw) * scale`` per edge: a learnable order-up-to
+    level on the destination's echelon inventory position (its own plus everything it
+    supplies, in units of the echelon's mean demand) plus the network's correction ``raw``,
+    through a sharp softplus (a smooth ``max(., 0)``).
+
+    With ``raw = 0`` this is an echelon base-stock policy, optimal for backlogged single stores
+    and serial systems (for one store the echelon is the store); the plain softplus head must
+    instead learn the identity in the position to fourth-digit precision, which is where its
+    last tenths of a percent went. Levels start at the mean demand over the echelon's lead
+    times plus one period, with no safety stock: what the cost structure asks for is left to
+    training."""
+
+    def __init__(self, sim: InventorySimulator, features: InventoryFeatures, sharpness: float) -> None:
+        super().__init__()
+        net, n = sim.network, sim.network.n_nodes
+        member = torch.zeros(n, n)
+        for node in range(n):
+            member[node, net.downstream(node)] = 1.0
+        lead = sim.params.lead_time.float()
+        lead = lead.mean(0) if lead.dim() == 2 else lead
+        self.level = nn.Parameter(lead + _downstream_lead(sim, lead)[sim.edge_dst] + 1.0)
+        self.register_buffer("member", member, persistent=False)
+        self.register_buffer("dst", sim.edge_dst, persistent=False)
+        self.register_buffer("node_scale", features.node_scale[:n], persistent=False)
+        self.sharpness = float(sharpness)
+        self.position_column = features.position_column
+
+    def forward(self, nodes: Tensor, raw: Tensor, scale: Tensor) -> Tensor:
+        own = nodes[:, : self.member.shape[0], self.position_column] * self.node_scale
+        echelon = own @ self.member.T  # [B, N] units
+        gap = self.level - echelon[:, self.dst] / scale + raw
+        return torch.nn.functional.softplus(gap, beta=self.sharpness) * scale
+
+
+def _downstream_lead(sim: InventorySimulator, lead: Tensor) -> Tensor:
+    """Per location, the longest chain of (mean inbound) lead times below it to a store."""
+    net = sim.network
+    count = torch.zeros(net.n_nodes).index_add(0, sim.edge_dst, torch.ones_like(lead))
+    inbound = torch.zeros(net.n_nodes).index_add(0, sim.edge_dst, lead) / count.clamp_min(1.0)
+    below = torch.zeros(net.n_nodes)
+    for node in reversed(net.topological_order()):
+        children = net.children(node)
+        if children:
+            below[node] = max(float(inbound[c] + below[c]) for c in children)
+    return below
+
+
 class MLPPolicy(nn.Module):
-    """Flattened scaled node and edge features -> one non-negative order per edge ``[B, E]``."""
+    """Flattened scaled node and edge features -> one non-negative order per edge ``[B, E]``.
+
+    ``head='base_stock'`` (default) adds the network's output to a learnable echelon
+    base-stock rule (`BaseStockHead`); ``head='softplus'`` orders ``softplus(raw) * scale``
+    (starts at the mean demand)."""
 
     def __init__(
         self,
@@ -128,16 +181,23 @@ class MLPPolicy(nn.Module):
         hidden: Sequence[int] = (128, 128),
         activation: type[nn.Module] = nn.ELU,
         init_gain: float = 0.01,
+        head: str = "base_stock",
+        sharpness: float = 8.0,
     ) -> None:
         super().__init__()
+        if head not in ("softplus", "base_stock"):
+            raise ValueError(f"head: {head!r}; allowed 'softplus', 'base_stock'")
         self.features = InventoryFeatures(sim)
         n_in = (sim.network.n_nodes + 1) * self.features.node_dim
         n_in += sim.network.n_edges * self.features.edge_dim
         self.net = mlp([n_in, *hidden, sim.network.n_edges], activation)
         shrink_last_layer(self.net, init_gain)
+        self.head = BaseStockHead(sim, self.features, sharpness) if head == "base_stock" else None
 
     def forward(self, obs: Observation) -> Tensor:
-        nodes = self.features.nodes(obs).flatten(1)
+        nodes = self.features.nodes(obs)
         edges = self.features.edges(obs).flatten(1)
-        raw = self.net(torch.cat([nodes, edges], dim=-1))
+        raw = self.net(torch.cat([nodes.flatten(1), edges], dim=-1))
+        if self.head is not None:
+            return self.head(nodes, raw, self.features.edge_scale)
         return scaled_orders(raw, self.features.edge_scale)

@@ -8,6 +8,7 @@ import torch
 
 from oprl.core import rollout
 from policies.gnn import GNNPolicy, GraphEncoder, NodeHead, PairScoreHead
+from policies.heuristics import EchelonBaseStock
 from policies.mlp import MLPPolicy
 from simulators import inventory as inv
 from simulators.inventory import SUPPLIER, Demand, InventoryParams, InventorySimulator, Network
@@ -23,12 +24,18 @@ FACTORIES = {
 }
 
 
+def _policy(kind: str, sim: InventorySimulator):
+    if kind == "gnn":
+        return GNNPolicy(sim, hidden=16, layers=2)
+    return MLPPolicy(sim, hidden=(16, 16), head="base_stock" if kind == "mlp_bs" else "softplus")
+
+
 @pytest.mark.parametrize("name", sorted(FACTORIES))
-@pytest.mark.parametrize("kind", ["mlp", "gnn"])
+@pytest.mark.parametrize("kind", ["mlp", "mlp_bs", "gnn"])
 def test_actions_nonnegative_and_gradients_reach_every_parameter(name: str, kind: str) -> None:
     torch.manual_seed(0)
     sim = FACTORIES[name]()
-    policy = MLPPolicy(sim, hidden=(16, 16)) if kind == "mlp" else GNNPolicy(sim, hidden=16, layers=2)
+    policy = _policy(kind, sim)
     trace = sim.sample_trace(4, 6, seed=1)
     state = sim.reset(trace)
     action = policy(sim.observe(state, 0, trace))
@@ -47,8 +54,32 @@ def test_initial_orders_are_the_mean_demand() -> None:
     obs = sim.observe(sim.reset(trace), 0, trace)
     mean = sim.demand_moments()[0]
     expected = torch.cat([mean.sum().reshape(1), mean])
-    for policy in (MLPPolicy(sim), GNNPolicy(sim)):
+    for policy in (MLPPolicy(sim, head="softplus"), GNNPolicy(sim)):
         assert torch.allclose(policy(obs)[0], expected, rtol=0.1)
+
+
+def test_base_stock_head_without_correction_is_the_base_stock_rule() -> None:
+    """With the network's output at zero the head orders max(level - echelon position, 0), up
+    to the softplus smoothing (at most log(2) / sharpness mean demands), all along a rollout."""
+    sim = inv.serial(store_lead_time=2)
+    levels = torch.tensor([40.0, 35.0, 20.0, 18.0])
+    policy = MLPPolicy(sim, hidden=(8,), init_gain=0.0, head="base_stock", sharpness=200.0)
+    scale = policy.features.edge_scale
+    with torch.no_grad():
+        policy.head.level.copy_(levels / scale)
+    rule = EchelonBaseStock(sim, levels)
+    trace = sim.sample_trace(3, 30, seed=4)
+    state = sim.reset(trace)
+    for t in range(trace.horizon):
+        obs = sim.observe(state, t, trace)
+        action = policy(obs)
+        assert torch.allclose(action, rule(obs), atol=float(scale.max()) * 0.7 / 200.0)
+        state = sim.step(state, action, t, trace)[0]
+
+
+def test_unknown_head_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="head"):
+        MLPPolicy(inv.serial(), head="relu")
 
 
 def test_gnn_same_weights_serve_different_store_counts() -> None:
