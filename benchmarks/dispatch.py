@@ -1,7 +1,12 @@
-"""Dispatch benchmarks: matcher time per instance (batched auction, scipy, OR-Tools) on real
-candidate lists of the default scenario, simulator throughput, and OSPO training time.
+"""Dispatch benchmarks: matcher time per instance (batched shortest augmenting paths, batched
+auction, scipy, OR-Tools) on real candidate lists of the default scenario, simulator throughput,
+and OSPO training time.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dispatch.py [--batch 64] [--quick]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dispatch.py --matching-only --no-auction --batch 128
+
+Times are per instance, both wall clock and CPU time of this process (the machine is shared:
+CPU time is the steadier of the two); each matcher is timed on the same instances.
 
 Writes benchmarks/results/dispatch_matching.csv and dispatch_throughput.csv.
 """
@@ -40,29 +45,36 @@ def instances(batch: int, minutes: list[int], seed: int = 0):
             state, _, _ = sim.apply(state, sim.decide(state, rule(obs), t), t, trace)
 
 
-def timed(fn, *args):
-    start = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - start
+def timed(fn, *args, **kw):
+    """Result, wall seconds and CPU seconds of this process."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def matching(batch: int, minutes: list[int]) -> pd.DataFrame:
+def matching(batch: int, minutes: list[int], auction: bool = True) -> pd.DataFrame:
     rows = []
     n = manhattan().params.n_vehicles
+    mt.sap_match(*next(instances(2, [0]))[1:], n)  # warm-up (first-call costs)
     for t, scores, vehicles in instances(batch, minutes):
-        auction, s_a = timed(mt.auction_match, scores, vehicles, n)
-        scipy, s_s = timed(mt.scipy_match, scores, vehicles, n)
-        (_, best), s_o = timed(mt.ortools_match, scores, vehicles, n)
-        rows.append({
-            "minute": t, "batch": batch, "orders": scores.shape[1],
-            "candidate_vehicles_per_instance": sum(
-                int(v[v >= 0].unique().numel()) for v in vehicles) / batch,
-            "auction_ms_per_instance": 1e3 * s_a / batch, "auction_rounds": auction.rounds,
-            "scipy_ms_per_instance": 1e3 * s_s / batch,
-            "ortools_ms_per_instance": 1e3 * s_o / batch,
-            "auction_equals_ortools": bool(torch.allclose(auction.value, best)),
-            "scipy_equals_ortools": bool(torch.allclose(scipy.value, best)),
-        })
+        (_, best), *o_times = timed(mt.ortools_match, scores, vehicles, n)
+        (_, best_all), *a_times = timed(mt.ortools_match, scores, vehicles, n, idle_arcs="all")
+        row = {"minute": t, "batch": batch, "orders": scores.shape[1],
+               "candidate_vehicles_per_instance": sum(
+                   int(v[v >= 0].unique().numel()) for v in vehicles) / batch,
+               "ortools_ms": 1e3 * o_times[0] / batch, "ortools_cpu_ms": 1e3 * o_times[1] / batch,
+               "ortools_all_idle_ms": 1e3 * a_times[0] / batch,
+               "ortools_all_idle_cpu_ms": 1e3 * a_times[1] / batch,
+               "ortools_formulations_agree": bool(torch.allclose(best, best_all))}
+        matchers = {"sap": mt.sap_match, "scipy": mt.scipy_match}
+        if auction:
+            matchers["auction"] = mt.auction_match
+        for name, fn in matchers.items():
+            result, wall, cpu = timed(fn, scores, vehicles, n)
+            row.update({f"{name}_ms": 1e3 * wall / batch, f"{name}_cpu_ms": 1e3 * cpu / batch,
+                        f"{name}_rounds": result.rounds,
+                        f"{name}_equals_ortools": bool(torch.allclose(result.value, best))})
+        rows.append(row)
         print(rows[-1], flush=True)
     return pd.DataFrame(rows)
 
@@ -71,10 +83,12 @@ def throughput(batch: int) -> pd.DataFrame:
     sim = manhattan()
     trace = sim.sample_trace(batch, 30, seed=1)
     rows = []
-    for name, pol in (("assign-pickup", PickupAssignment(sim)), ("greedy-nearest", NearestGreedy(sim)),
-                      ("mlp", PairMLP(sim))):
+    sap_sim = manhattan(matcher="sap")
+    for name, pol, on in (("assign-pickup", PickupAssignment(sim), sim),
+                          ("assign-pickup (sap matcher)", PickupAssignment(sap_sim), sap_sim),
+                          ("greedy-nearest", NearestGreedy(sim), sim), ("mlp", PairMLP(sim), sim)):
         with torch.no_grad():
-            result, s = timed(rollout, sim, pol, trace)
+            result, s, _ = timed(rollout, on, pol, trace)
         served = float(sim.episode_metric(result.rewards).mean())
         rows.append({"policy": name, "batch": batch, "horizon": 30, "wall_s": s,
                      "episode_minutes_per_s": batch * 30 / s,
@@ -103,10 +117,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--quick", action="store_true", help="fewer instances, no training")
+    parser.add_argument("--matching-only", action="store_true")
+    parser.add_argument("--no-auction", action="store_true", help="skip the (slow) auction")
+    parser.add_argument("--no-matching", action="store_true", help="throughput/training only")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     minutes = [0, 10] if args.quick else [0, 5, 10, 20]
-    matching(args.batch, minutes).to_csv(OUT / "dispatch_matching.csv", index=False)
+    name = "dispatch_matching.csv" if args.batch == 64 else f"dispatch_matching_b{args.batch}.csv"
+    if not args.no_matching:
+        matching(args.batch, minutes, not args.no_auction).to_csv(OUT / name, index=False)
+    if args.matching_only:
+        return
     frames = [throughput(8)]
     if not args.quick:
         frames.append(training_time(3))

@@ -2,8 +2,9 @@
 
 One step is one minute. At the start of minute ``t`` the orders requested in ``t`` join the open
 orders; the policy scores, for every open order, its ``candidates`` nearest idle vehicles (a
-vehicle is idle once it has dropped off its last passenger); an exact assignment (the batched
-auction of `simulators.matching`, "no match" worth 0) picks the vehicle-order pairs of highest
+vehicle is idle once it has dropped off its last passenger); an exact assignment
+(`simulators.matching`: batched shortest augmenting paths, or scipy per episode on a CPU; "no
+match" worth 0) picks the vehicle-order pairs of highest
 total score. A matched vehicle drives to the origin (pickup minutes), then to the destination, and
 is idle again at ``t + pickup + trip`` in the destination zone. An order left unmatched for
 ``expiry`` steps (or still open at the end of the episode) expires.
@@ -122,7 +123,7 @@ class DispatchParams:
     late_cost: float = 5.0  # per hour beyond late_threshold_min from request to drop-off
     late_threshold_min: float = 40.0
     score_resolution: float = 1e-3  # the matcher is exact for scores rounded to this
-    matcher: str = "auto"  # 'auction' (batched torch), 'scipy' (per episode), 'auto' by device
+    matcher: str = "auto"  # 'sap' or 'auction' (batched torch), 'scipy' (per episode), 'auto'
     trip_file: str | None = None  # TLC trip records replayed instead of the demand model
     trip_start: str | None = None  # episode start in the trip file (default: first pickup)
 

@@ -102,6 +102,30 @@ def test_every_order_is_served_or_expires_and_no_vehicle_is_double_booked(policy
     assert torch.equal(served + expired, total)
 
 
+@pytest.mark.parametrize("policy", [PickupAssignment, PairMLP])
+def test_every_matcher_finds_the_same_step_optimum(policy):
+    """Along one episode, the batched matchers pick matchings of the same total score as scipy
+    at every step (ties may pick other pairs, so the episodes themselves may differ)."""
+    sims = {m: small(matcher=m) for m in ("scipy", "sap", "auction")}
+    sim = sims["scipy"]
+    trace = sim.sample_trace(3, 10, seed=2)
+    torch.manual_seed(0)
+    pol = policy(sim)
+    state = sim.reset(trace)
+    with torch.no_grad():
+        for t in range(trace.horizon):
+            scores = pol(sim.observe(state, t, trace))
+            rounded = torch.round(scores.double() / 1e-3)
+            totals = {}
+            for name, s in sims.items():
+                choice = s.decide(state, scores, t)
+                gained = rounded.gather(2, choice.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+                totals[name] = (gained * (choice >= 0)).sum(-1)
+            assert torch.equal(totals["sap"], totals["scipy"])
+            assert torch.equal(totals["auction"], totals["scipy"])
+            state, _, _ = sim.apply(state, sim.decide(state, scores, t), t, trace)
+
+
 def test_exact_assignment_matches_at_least_as_many_as_greedy_each_step():
     sim = small()
     trace = sim.sample_trace(2, 10, seed=1)
