@@ -1,7 +1,7 @@
 """Learned policies vs heuristics vs references on the HDPO paper's inventory settings.
 
     python benchmarks/inventory_gaps.py --suite lost [--steps 600] [--out benchmarks/results/gaps.csv]
-        [--shard K/N]
+        [--shard K/N] [--reverse]
 
 Suites: backlog (24 one-store instances), lost (16), serial (4), transshipment, one_warehouse
 (GNN vs MLP at 128 and 8,192 training scenarios). One row per (instance, policy) is appended to
@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="run at most this many instances")
     ap.add_argument("--shard", default="0/1",
                     help="K/N: run every N-th instance from the K-th (parallel runs, one --out each)")
+    ap.add_argument("--reverse", action="store_true",
+                    help="last instance first (a second runner meeting a shard from its far end)")
     ap.add_argument("--out", default="benchmarks/results/inventory_gaps.csv")
     args = ap.parse_args()
     out = Path(args.out)
@@ -67,7 +69,7 @@ def main() -> None:
     shard, shards = (int(x) for x in args.shard.split("/"))
     if not 0 <= shard < shards:
         raise SystemExit(f"--shard: K/N with 0 <= K < N, got {args.shard}")
-    instances = instances[shard::shards]
+    instances = instances[shard::shards][:: -1 if args.reverse else 1]
     if args.limit:
         instances = instances[: args.limit]
     for suite, (scenario, params, overrides) in instances:
