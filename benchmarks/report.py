@@ -49,7 +49,9 @@ def summary(frame: pd.DataFrame) -> str:
 
 def main() -> None:
     frames = [pd.read_csv(p) for p in sys.argv[1:]]
-    frame = pd.concat(frames, ignore_index=True)
+    # shards run from both ends may both finish an instance: keep its first row per policy
+    frame = pd.concat(frames, ignore_index=True).drop_duplicates(
+        subset=["suite", "instance", "policy"], keep="first")
     print(summary(frame))
     for suite, group in frame.groupby("suite", sort=False):
         print(f"\n### {suite}\n")
