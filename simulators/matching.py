@@ -67,6 +67,23 @@ def integer_benefits(values: Tensor, valid: Tensor, resolution: float) -> Tensor
     return torch.where(valid & (a > 0), a, torch.zeros_like(a))
 
 
+def _checked_benefits(
+    values: Tensor, candidates: Tensor, n_objects: int, resolution: float
+) -> tuple[Tensor, Tensor]:
+    """The batched matchers' input checks, then the integer benefits and the valid mask."""
+    if values.shape != candidates.shape or values.dim() != 3:
+        raise ValueError(
+            f"values, candidates: must both be [B, M, K], got {tuple(values.shape)} and "
+            f"{tuple(candidates.shape)}"
+        )
+    check_problem_size(*values.shape)
+    valid = candidates >= 0
+    if (candidates >= n_objects).any():
+        raise ValueError(f"candidates: object ids must lie in [-1, {n_objects}), got "
+                         f"{int(candidates.max())}")
+    return integer_benefits(values, valid, resolution), valid
+
+
 def auction_match(
     values: Tensor,
     candidates: Tensor,
@@ -80,20 +97,10 @@ def auction_match(
 
     ``values [B, M, K]`` float benefits, ``candidates [B, M, K]`` object ids (``-1`` pads);
     a person must not list an object twice. ``scaling`` divides epsilon between phases."""
-    if values.shape != candidates.shape or values.dim() != 3:
-        raise ValueError(
-            f"values, candidates: must both be [B, M, K], got {tuple(values.shape)} and "
-            f"{tuple(candidates.shape)}"
-        )
     if scaling < 2:
         raise ValueError(f"scaling: must be >= 2, got {scaling}")
+    a, valid = _checked_benefits(values, candidates, n_objects, resolution)
     b, m, k = values.shape
-    check_problem_size(b, m, k)
-    valid = candidates >= 0
-    if (candidates >= n_objects).any():
-        raise ValueError(f"candidates: object ids must lie in [-1, {n_objects}), got "
-                         f"{int(candidates.max())}")
-    a = integer_benefits(values, valid, resolution)
     flipped = _transpose(a, candidates, n_objects)
     if flipped is not None and flipped[0].shape[1] < m:
         # fewer objects than persons: let the objects bid (far fewer conflicts per round)
@@ -312,18 +319,8 @@ def sap_match(
 
     The batch advances in lockstep (one iteration serves every sample still short of rows);
     ``greedy_passes`` bounds the greedy start."""
-    if values.shape != candidates.shape or values.dim() != 3:
-        raise ValueError(
-            f"values, candidates: must both be [B, M, K], got {tuple(values.shape)} and "
-            f"{tuple(candidates.shape)}"
-        )
+    a, valid = _checked_benefits(values, candidates, n_objects, resolution)
     b, m, k = values.shape
-    check_problem_size(b, m, k)
-    valid = candidates >= 0
-    if (candidates >= n_objects).any():
-        raise ValueError(f"candidates: object ids must lie in [-1, {n_objects}), got "
-                         f"{int(candidates.max())}")
-    a = integer_benefits(values, valid, resolution)
     local, n = _local_objects(a, candidates, n_objects)
     persons_are_rows = m <= n
     check_problem_size(b, min(m, n), max(m, n), "dense assignment")
