@@ -1,6 +1,7 @@
 """Constrained recommendation: TSCAC and RCPO vs heuristics vs the CMDP LP optimum.
 
     python benchmarks/recsys.py --scenario recsys/tabular [--steps N] [--episodes N]
+        [--algo tscac] [--hyper stage1_fraction=0.5] [--out DIR]
 
 The same flow as ``oprl bench`` (train each of the scenario's algorithms, tune the heuristics
 on training traces, solve the references on the evaluation traces, score everything on those
@@ -50,7 +51,7 @@ def constraint_table(frame: pd.DataFrame, sim, exact: dict[str, dict] | None,
                 thr = sim.constraint_thresholds[k]
                 ok = vals[s] >= thr * (1 - 0.005)
                 met &= bool(ok)
-                row[f"{s} >= {thr:g}"] = f"{vals[s]:.3f} {'ok' if ok else 'MISS'}"
+                row[f"{s} >= {thr:g}"] = f"{vals[s]:.4f} {'ok' if ok else 'MISS'}"
         else:
             sub = frame[(frame["policy"] == name) & frame["metric"].str.contains(">=")]
             for _, s in sub.iterrows():
@@ -65,12 +66,32 @@ def constraint_table(frame: pd.DataFrame, sim, exact: dict[str, dict] | None,
     return pd.DataFrame(rows)
 
 
+def _overrides(pairs: list[str]) -> dict:
+    """``["k=v", ...]`` -> ``{k: number or string}``."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--hyper: expected K=V, got {pair!r}")
+        try:
+            out[key] = int(value)
+        except ValueError:
+            try:
+                out[key] = float(value)
+            except ValueError:
+                out[key] = value
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--scenario", required=True, choices=["recsys/tabular", "recsys/short_video"])
     ap.add_argument("--steps", type=int, help="training steps (default: the scenario's)")
     ap.add_argument("--episodes", type=int, help="evaluation episodes (default: the scenario's)")
     ap.add_argument("--algo", action="append", help="repeatable (default: tscac and rcpo)")
+    ap.add_argument("--hyper", action="append", default=[], metavar="K=V",
+                    help="repeatable training override, e.g. stage1_fraction=0.5 (numbers or "
+                         "words)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
@@ -83,7 +104,7 @@ def main() -> None:
         print(f"[recsys] training {algo} ...", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             out = train(args.scenario, algo=algo, steps=args.steps, seed=args.seed,
-                        out=Path(tmp) / "run")
+                        out=Path(tmp) / "run", **_overrides(args.hyper))
         entries.append(Entry(f"{algo}-{spec.policy}", out.policy, "learned",
                              f"trained {out.steps_done} steps, best at {out.best_step}",
                              out.wall_s))

@@ -521,14 +521,16 @@ class TabularRecsysSimulator(_Episodes):
                 "alive": torch.ones(trace.batch, device=trace.device)}
 
     def observe(self, state: State, t: int, trace: Trace) -> Observation:
-        """User features: one-hot state, alive, time fraction ``[B, S+2]``; candidate
+        """User features: one-hot state, time fraction ``[B, S+1]`` (no alive flag: a
+        session that just ended still shows the state it would continue in, which is what
+        the critics' expected-continuation targets look at); candidate
         features per item kind ``[B, A, 8]``: one-hot-free summaries (log duration,
         quality, predicted watch in minutes, four signal probabilities, and a kind id)."""
         s = state["state"]
         dev = s.device
         onehot = torch.nn.functional.one_hot(s, self.n_states).float()
         frac = torch.full_like(state["alive"], t / max(trace.horizon, 1))
-        user = torch.cat([onehot, state["alive"].unsqueeze(-1), frac.unsqueeze(-1)], -1)
+        user = torch.cat([onehot, frac.unsqueeze(-1)], -1)
         watch = self._watch.to(dev)[s]  # [B, A]
         probs = self._signals.to(dev)[s]  # [B, A, K]
         dur = torch.tensor(self.params.duration_s, device=dev).log().expand(s.shape[0], -1)
@@ -555,6 +557,8 @@ class TabularRecsysSimulator(_Episodes):
         probs = self._signals.to(dev)[s, a]
         info = {"watch_time": watched, "alive": alive, "action_index": a,
                 "expected_reward": self._watch.to(dev)[s, a] * alive,
+                # the session goes on with this probability; the move is drawn independently
+                "expected_continue": (1.0 - self._exit.to(dev)[s, a]) * alive,
                 **{name: fired[:, k] for k, name in enumerate(SIGNALS)},
                 **{f"expected_{name}": probs[:, k] * alive for k, name in enumerate(SIGNALS)}}
         return new_state, watched, info

@@ -1,5 +1,6 @@
 """Policies, heuristics and the constrained actor-critic trainers on small instances."""
 
+import pytest
 import torch
 
 from oprl import registry
@@ -45,7 +46,7 @@ def test_scalarisation_meets_thresholds_myopic_misses():
     assert (batch.totals.mean(0)[1:] < torch.tensor(sim.constraint_thresholds)).any()
 
 
-def _run(trainer, steps, start_state=None, capture=None):
+def _run(trainer, steps, start_state=None, capture=None, **hyper):
     sim = small_tabular()
     torch.manual_seed(0)
     net = CandidateMLP(sim, hidden=(16,))
@@ -56,21 +57,30 @@ def _run(trainer, steps, start_state=None, capture=None):
 
     res = trainer(sim, net, steps=steps, batch_size=32, dev_episodes=32, eval_every=2,
                   critic_iters=3, actor_iters=3, minibatch=64, callback=callback,
-                  start_state=start_state)
+                  start_state=start_state, **hyper)
     return res
 
 
-def test_trainers_follow_the_contract_and_resume_exactly():
+@pytest.mark.parametrize("hyper", [{}, {"dual_source": "dev", "margin": 0.0, "tolerance": 0.005}])
+def test_trainers_follow_the_contract_and_resume_exactly(hyper):
     for trainer in (train_tscac, train_rcpo):
         capture = [4]
-        full = _run(trainer, 6, capture=capture)
+        full = _run(trainer, 6, capture=capture, **hyper)
         rows = full.history
         assert rows and all({"step", "wall_s", "dev_reward"} <= set(r) for r in rows)
         assert [r["step"] for r in rows] == sorted(r["step"] for r in rows)
-        resumed = _run(trainer, 6, start_state=capture[1])
+        resumed = _run(trainer, 6, start_state=capture[1], **hyper)
         for a, b in zip(full.policy.state_dict().values(), resumed.policy.state_dict().values()):
             assert torch.equal(a, b)
         assert [r["dev_reward"] for r in full.history] == [r["dev_reward"] for r in resumed.history]
+
+
+@pytest.mark.parametrize("bad", [{"dual_source": "oracle"}, {"tolerance": 1.5},
+                                 {"tolerance": -0.1}])
+def test_bad_dual_settings_are_a_clear_error(bad):
+    for trainer in (train_tscac, train_rcpo):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            _run(trainer, 2, **bad)
 
 
 def test_scenarios_registered():
@@ -78,3 +88,36 @@ def test_scenarios_registered():
     assert spec.bench_algorithms == ("tscac", "rcpo")
     sim = registry.make("recsys/short_video", n_items=20, n_candidates=4)
     assert sim.metric_name == "watch_time/episode"
+
+
+def test_collect_weighs_continuation_by_the_exit_probability():
+    """Tabular: every live step goes on with probability 1 - exit[s, a] (0 at the horizon),
+    and its next observation is the state it would continue in; without
+    ``expected_continue`` the realised survival (0 or 1) is used."""
+    sim = tabular(horizon=6, eval_horizon=6)
+    trace = sim.sample_trace(64, seed=4)
+    names = sim.constraint_signals
+    uniform = CandidateMLP(sim, hidden=(4,), init_gain=0.0)
+    batch = collect(sim, uniform, trace, names, torch.ones(5))
+    state = batch.obs["state_index"]
+    exit_p = sim._exit[state, batch.action]
+    last = batch.obs["user"][:, -1] == 5 / 6  # time fraction of the final step
+    assert torch.allclose(batch.cont[~last], 1 - exit_p[~last])
+    assert (batch.cont[last] == 0).all()
+    moved = (batch.next_obs["state_index"] - state).abs()
+    assert (moved <= 1).all() and torch.allclose(batch.next_obs["user"][:, -1][~last],
+                                                 batch.obs["user"][:, -1][~last] + 1 / 6)
+
+    class Realised:  # the same simulator without the expected continuation
+        def __getattr__(self, name):
+            return getattr(sim, name)
+
+        def step(self, *args):
+            new, reward, info = sim.step(*args)
+            return new, reward, {k: v for k, v in info.items() if k != "expected_continue"}
+
+    real = collect(Realised(), uniform, trace, names, torch.ones(5))
+    assert set(real.cont.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(real.obs["state_index"], state)
+    ended = real.cont == 0
+    assert int(ended.sum()) == trace.batch  # every episode ends once (exit or horizon)

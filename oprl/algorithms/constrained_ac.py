@@ -30,7 +30,8 @@ explore (probability ``explore`` of a uniform choice); the critic still evaluate
 
 Signals are divided by their threshold (main: by its first-batch mean), so critics and
 temperatures are unit-free. Best-on-dev selection: among dev evaluations whose every signal
-meets its threshold, the highest main return (else the smallest total relative shortfall).
+meets its threshold (within ``tolerance``), the highest main return (else the smallest total
+relative shortfall).
 
 What a simulator must provide (the fishery domain can reuse this with a survival signal):
 - the engine contract (`oprl.core.Simulator`) with ``params.horizon`` (training episodes);
@@ -42,8 +43,13 @@ What a simulator must provide (the fishery domain can reuse this with a survival
 - optionally ``info['alive']`` ``[B]`` (1 while the episode runs): finished episodes are
   masked out and the rollout stops once all have finished; ``info['expected_reward']`` and
   ``info['expected_<name>']`` (the step's conditional expectations, used instead of the
-  realised values); ``exact_totals(policy, horizon) -> [1 + K]`` (exact expected episode
-  totals, used for noise-free dev evaluation and model selection).
+  realised values); ``info['expected_continue']`` (the probability that the episode goes on
+  after the step, its next state drawn independently of the ending; the critics' targets
+  then weigh the next state's value by it instead of the realised 0/1 survival, so the
+  observation must not depend on whether the episode has ended);
+  ``exact_totals(policy, horizon) -> [1 + K]`` (exact expected episode totals, used for
+  noise-free dev evaluation, model selection and, with ``dual_source='dev'``, the
+  multipliers).
 What a policy must provide: ``scores(obs) -> [B, A]`` logits with ``forward = softmax``;
 critics are fresh copies of the same network (per-action values through ``scores``).
 """
@@ -86,7 +92,8 @@ class Batch:
     action: Tensor  # [N]
     totals: Tensor  # [B, 1 + K] episode totals (raw units)
     rewards: Tensor  # [N, 1 + K] the step's (expected) rewards (normalised)
-    next_row: Tensor  # [N] row of the same episode's next step, -1 where it ended
+    next_obs: dict[str, Tensor]  # each [N, ...]: the same episode's next observation
+    cont: Tensor  # [N] probability the episode goes on to ``next_obs`` (0 where it cannot)
 
 
 def _signals(sim: Simulator) -> tuple[tuple[str, ...], Tensor]:
@@ -103,9 +110,13 @@ def collect(sim: Simulator, policy: nn.Module, trace: Trace, names: tuple[str, .
     """Roll ``policy`` out on ``trace`` (no gradients; with probability ``explore`` a uniform
     choice) and keep the live steps with their normalised rewards. Where the simulator reports the step's
     conditional expectations (``info['expected_reward']``, ``info['expected_<name>']``) they
-    replace the realised values: same expected return, far less variance for rare signals."""
+    replace the realised values: same expected return, far less variance for rare signals.
+    Likewise ``info['expected_continue']`` (the probability that the episode goes on after
+    the step, where the next state is drawn independently of the ending) replaces the realised
+    0/1 survival in the critics' targets, which then need the next observation of every live
+    step, ending or not."""
     state = sim.reset(trace)
-    obs_t, acts, rews, alive = [], [], [], []
+    obs_t, acts, rews, alive, cont = [], [], [], [], []
     with torch.no_grad():
         for t in range(trace.horizon):
             obs = sim.observe(state, t, trace)
@@ -123,20 +134,31 @@ def collect(sim: Simulator, policy: nn.Module, trace: Trace, names: tuple[str, .
             rews.append(torch.stack([main, *(info.get(f"expected_{n}", info[n]) for n in names)],
                                     -1))
             alive.append(live)
+            cont.append(info.get("expected_continue"))
             if "alive" in info and float(state.get("alive", live).sum()) == 0:
                 break
+        steps = len(obs_t)
+        if steps < trace.horizon and cont[-1] is not None:  # ending steps still look ahead
+            last = sim.observe(state, steps, trace)
+            obs_t.append({k: v for k, v in last.items() if v.shape[:1] == reward.shape})
     r = torch.stack(rews, 1)  # [B, T, 1+K]
-    mask = torch.stack(alive, 1) > 0  # [B, T]
-    flat_mask = mask.transpose(0, 1).reshape(-1)  # rows ordered (t, b)
-    row = torch.full(flat_mask.shape, -1, dtype=torch.long, device=r.device)
-    row[flat_mask] = torch.arange(int(flat_mask.sum()), device=r.device)
-    b = r.shape[0]
-    nxt = torch.cat([row[b:], torch.full((b,), -1, dtype=torch.long, device=r.device)])
-    obs = {k: torch.cat([o[k] for o in obs_t], 0)[flat_mask] for k in obs_t[0]}
+    live_bt = torch.stack(alive, 1)  # [B, T]
+    flat_mask = (live_bt > 0).transpose(0, 1).reshape(-1)  # rows ordered (t, b)
+    if cont[-1] is not None:
+        goes_on = torch.stack(cont, 1).clone()  # [B, T]
+        if steps == trace.horizon:
+            goes_on[:, -1] = 0.0  # the horizon truncates the episode
+    else:  # realised survival: alive at the next step
+        goes_on = torch.cat([live_bt[:, 1:], torch.zeros_like(live_bt[:, :1])], 1)
+    nxt_t = torch.cat([torch.arange(1, steps), torch.tensor([steps if len(obs_t) > steps
+                                                             else steps - 1])])
+    obs = {k: torch.cat([o[k] for o in obs_t[:steps]], 0)[flat_mask] for k in obs_t[0]}
+    next_obs = {k: torch.cat([obs_t[int(i)][k] for i in nxt_t], 0)[flat_mask] for k in obs_t[0]}
     return Batch(obs=obs, action=torch.stack(acts, 1).transpose(0, 1).reshape(-1)[flat_mask],
                  totals=r.sum(1),
                  rewards=(r / scale.to(r.device)).transpose(0, 1).reshape(-1, r.shape[-1])[flat_mask],
-                 next_row=nxt[flat_mask])
+                 next_obs=next_obs,
+                 cont=(goes_on * (live_bt > 0)).transpose(0, 1).reshape(-1)[flat_mask].float())
 
 
 def _rows(n: int, minibatch: int, gen: torch.Generator) -> Tensor:
@@ -147,21 +169,21 @@ def fit_critic_td(critic: nn.Module, opt: torch.optim.Optimizer, batch: Batch, w
                   target_policy: nn.Module, iters: int, minibatch: int, gen: torch.Generator,
                   gamma: float = 1.0, refresh: int = 5) -> float:
     """Expected-SARSA evaluation of ``target_policy``: regress ``Q(s, a)`` on
-    ``r(s, a) + gamma * sum_a' pi(a'|s') Q(s', a')`` (``r = rewards @ weights``, the step's
-    expected reward; zero continuation where the episode ended), targets refreshed every
-    ``refresh`` minibatch steps. The reward is exact and the continuation is shared by all
-    actions of a state, so action values are compared without Monte-Carlo noise."""
+    ``r(s, a) + gamma * cont * sum_a' pi(a'|s') Q(s', a')`` (``r = rewards @ weights``, the
+    step's expected reward; ``cont`` the probability of going on, 0 where the episode ended),
+    targets refreshed every ``refresh`` minibatch steps. The reward is exact and the
+    continuation is shared by all actions of a state, so action values are compared without
+    Monte-Carlo noise."""
     reward = batch.rewards @ weights.to(batch.rewards.device)
-    has_next = batch.next_row >= 0
-    nxt = batch.next_row.clamp_min(0)
+    goes_on = batch.cont > 0
     with torch.no_grad():
-        pi_next = target_policy(batch.obs)[nxt]
+        pi_next = target_policy(batch.next_obs)
     target, loss = reward, torch.tensor(0.0)
     for i in range(iters):
         if i % refresh == 0:
             with torch.no_grad():
-                v = (pi_next * critic.scores(batch.obs)[nxt]).sum(-1)
-                target = reward + gamma * has_next.float() * v
+                v = (pi_next * critic.scores(batch.next_obs)).sum(-1)
+                target = reward + torch.where(goes_on, gamma * batch.cont * v, 0.0)
         idx = _rows(len(target), minibatch, gen).to(target.device)
         q = critic.scores({k: v[idx] for k, v in batch.obs.items()}).gather(
             1, batch.action[idx].unsqueeze(1)).squeeze(1)
@@ -231,8 +253,12 @@ class _Run:
     """Shared bookkeeping: traces per step, dev evaluation, history, best weights, resume."""
 
     def __init__(self, sim, policy, *, seed, device, batch_size, horizon, dev_episodes,
-                 eval_every, lr, critic_lr, start_state, extra_nets: dict[str, nn.Module]):
+                 eval_every, lr, critic_lr, start_state, extra_nets: dict[str, nn.Module],
+                 tolerance: float = 0.0):
         self.sim, self.policy, self.seed = sim, policy, seed
+        if not 0 <= tolerance < 1:
+            raise ValueError(f"tolerance: must lie in [0, 1), got {tolerance}")
+        self.tolerance = float(tolerance)
         self.dev = resolve_device(device)
         self.names, self.thr = _signals(sim)
         params = getattr(sim, "params", None)
@@ -272,19 +298,28 @@ class _Run:
             self.state["scale"] = [main, *[max(float(v), 1e-6) for v in self.thr]]
         return torch.tensor(self.state["scale"])
 
+    def dev_values(self, actor: nn.Module) -> Tensor:
+        return evaluate_constraints(self.sim, actor, self.dev_trace, self.names)
+
+    def consider(self, step: int, vals: Tensor) -> None:
+        """Keep the policy's weights if ``vals`` (its dev totals) beat the best so far: feasible
+        (every signal >= threshold x (1 - tolerance)) first, then the highest main return."""
+        short = _shortfall(vals[1:], self.thr * (1 - self.tolerance))
+        key = (short > 0, short, -float(vals[0]))
+        if self.state["best_key"] is None or key < tuple(self.state["best_key"]):
+            self.state.update(best_key=list(key), best_step=step, best_state={
+                k: v.detach().clone() for k, v in self.policy.state_dict().items()})
+
     def record(self, step: int, stage: int, actor: nn.Module, selectable: bool,
-               extra: dict[str, float], callback) -> None:
-        vals = evaluate_constraints(self.sim, actor, self.dev_trace, self.names)
-        feasible = bool(_shortfall(vals[1:], self.thr) == 0)
+               extra: dict[str, float], callback, vals: Tensor | None = None) -> None:
+        vals = self.dev_values(actor) if vals is None else vals
+        feasible = bool(_shortfall(vals[1:], self.thr * (1 - self.tolerance)) == 0)
         row = {"step": step, "stage": stage, "dev_reward": float(vals[0]),
                "dev_feasible": float(feasible), "wall_s": time.perf_counter() - self.start_time,
                **{f"dev_{n}": float(v) for n, v in zip(self.names, vals[1:])}, **extra}
         self.state["history"].append(row)
         if selectable:
-            key = (not feasible, _shortfall(vals[1:], self.thr), -float(vals[0]))
-            if self.state["best_key"] is None or key < tuple(self.state["best_key"]):
-                self.state.update(best_key=list(key), best_step=step, best_state={
-                    k: v.detach().clone() for k, v in self.policy.state_dict().items()})
+            self.consider(step, vals)
         if callback is not None:
             invoke_callback(callback, step, self.policy, self.opts["policy"], self.state["history"],
                   self.snapshot)
@@ -330,6 +365,8 @@ def train_tscac(
     lam_init: float | None = None,
     lam_lr: float = 0.3,
     margin: float = 0.02,
+    dual_source: str = "batch",
+    tolerance: float = 0.0,
     critic_iters: int = 30,
     actor_iters: int = 10,
     minibatch: int = 512,
@@ -349,16 +386,21 @@ def train_tscac(
     the way (in log space) from the current actor to the closed-form mixture each step.
     ``lam_init`` defaults to ``stage1_tau / 2`` (multipliers ``lam_k / stage1_tau`` of 0.5). Training episodes explore: with probability
     ``explore`` the item is uniform. ``margin`` asks each signal to exceed its threshold by
-    that fraction on training batches, so the kept policy meets it on fresh episodes too."""
+    that fraction on training batches, so the kept policy meets it on fresh episodes too.
+    ``dual_source='dev'`` moves the multipliers on the actor's dev totals instead (exact where
+    the simulator offers ``exact_totals``: no sampling noise, so ``margin`` can be 0) and
+    considers every stage-two step for selection; ``tolerance`` is the relative shortfall
+    that selection still counts as meeting a threshold."""
     if not 0 < stage1_fraction < 1:
         raise ValueError(f"stage1_fraction: must lie in (0, 1), got {stage1_fraction}")
+    _check_dual_source(dual_source)
     names, _ = _signals(sim)
     k_n = len(names)
     aux = {f"aux{k}": _fresh_copy(policy, seed * 101 + k) for k in range(k_n)}
     critics = {f"q{j}": _fresh_copy(policy, seed * 101 + 50 + j) for j in range(1 + k_n)}
     run = _Run(sim, policy, seed=seed, device=device, batch_size=batch_size, horizon=horizon,
                dev_episodes=dev_episodes, eval_every=eval_every, lr=lr, critic_lr=critic_lr,
-               start_state=start_state,
+               start_state=start_state, tolerance=tolerance,
                extra_nets={**aux, **critics})
     per_signal = run.state["extra"].setdefault(  # fixed at the start: a resumed run keeps it
         "per_signal", max(1, int(steps * stage1_fraction) // k_n))
@@ -390,8 +432,9 @@ def train_tscac(
             logits = damping * logits + (1 - damping) * _logp(policy, batch.obs)
             fit_actor(policy, run.opts["policy"], batch.obs, torch.softmax(logits, -1),
                       actor_iters, minibatch, gen)
+            dev_vals = _dual_values(run, step + 1, dual_source)
+            got = batch.totals.mean(0)[1:] if dev_vals is None else dev_vals[1:]
             want = run.thr * (1 + margin)
-            got = batch.totals.mean(0)[1:]
             violation = ((want - got) / want.clamp_min(1e-9)).clamp(-1.0, 1.0)
             lam[:] = (torch.tensor(lam) * torch.exp(lam_lr * violation)).clamp(1e-4, 1e3).tolist()
             extra = {f"lam_{n}": v for n, v in zip(names, lam)}
@@ -400,8 +443,23 @@ def train_tscac(
         if done % run.eval_every == 0 or done in (stage1_end, steps):
             stage = 1 if step < stage1_end else 2
             shown = aux[f"aux{step // per_signal}"] if stage == 1 else policy
-            run.record(done, stage, shown, stage == 2, extra, callback)
+            run.record(done, stage, shown, stage == 2, extra, callback,
+                       dev_vals if stage == 2 else None)
     return run.finish()
+
+
+def _check_dual_source(dual_source: str) -> None:
+    if dual_source not in ("batch", "dev"):
+        raise ValueError(f"dual_source: {dual_source!r}; allowed 'batch', 'dev'")
+
+
+def _dual_values(run: _Run, step: int, dual_source: str) -> Tensor | None:
+    """With ``dual_source='dev'``: the actor's dev totals (also offered for selection)."""
+    if dual_source != "dev":
+        return None
+    vals = run.dev_values(run.policy)
+    run.consider(step, vals)
+    return vals
 
 
 def train_rcpo(
@@ -417,6 +475,8 @@ def train_rcpo(
     explore: float = 0.1,
     mu_lr: float = 0.05,
     margin: float = 0.02,
+    dual_source: str = "batch",
+    tolerance: float = 0.0,
     critic_iters: int = 30,
     actor_iters: int = 10,
     minibatch: int = 512,
@@ -431,13 +491,15 @@ def train_rcpo(
     """Lagrangian actor-critic (RCPO): one critic of the penalised return
     ``main + sum_k mu_k signal_k`` (normalised units), the actor moved towards
     ``pi * exp(Q / tau)`` (exploring as in `train_tscac`), and ``mu_k >= 0`` by projected dual ascent on each batch's
-    violation of ``threshold_k (1 + margin)``."""
+    violation of ``threshold_k (1 + margin)`` (or the dev totals' with ``dual_source='dev'``,
+    as in `train_tscac`)."""
+    _check_dual_source(dual_source)
     names, _ = _signals(sim)
     k_n = len(names)
     critic = _fresh_copy(policy, seed * 101 + 50)
     run = _Run(sim, policy, seed=seed, device=device, batch_size=batch_size, horizon=horizon,
                dev_episodes=dev_episodes, eval_every=eval_every, lr=lr, critic_lr=critic_lr,
-               start_state=start_state,
+               start_state=start_state, tolerance=tolerance,
                extra_nets={"q": critic})
     scale = run.scale()
     mu = run.state["extra"].setdefault("lam", [0.0] * k_n)
@@ -450,11 +512,14 @@ def train_rcpo(
                       gen, gamma)
         target = torch.softmax(_logp(policy, batch.obs) + _q(critic, batch.obs) / tau, -1)
         fit_actor(policy, run.opts["policy"], batch.obs, target, actor_iters, minibatch, gen)
+        dev_vals = _dual_values(run, step + 1, dual_source)
+        got = batch.totals.mean(0)[1:] if dev_vals is None else dev_vals[1:]
         want = run.thr * (1 + margin)
-        violation = (want - batch.totals.mean(0)[1:]) / want.clamp_min(1e-9)
+        violation = (want - got) / want.clamp_min(1e-9)
         mu[:] = (torch.tensor(mu) + mu_lr * violation).clamp_min(0.0).tolist()
         run.state["step"] = step + 1
         done = run.state["step"]
         if done % run.eval_every == 0 or done == steps:
-            run.record(done, 2, policy, True, {f"mu_{n}": v for n, v in zip(names, mu)}, callback)
+            run.record(done, 2, policy, True, {f"mu_{n}": v for n, v in zip(names, mu)}, callback,
+                       dev_vals)
     return run.finish()
