@@ -284,6 +284,18 @@ class InventoryParams:
         return int(self.lead_time.max())
 
 
+def _shifted_pipeline(pipe: Tensor, ship: Tensor, onehot: Tensor) -> Tensor:
+    """The pipeline one period on: slot j takes slot j + 1 plus the shipments of lead time
+    j + 2, the last slot empties. Without autograd it is written in place into one new
+    tensor (the concatenation would copy every slot a second time)."""
+    if torch.is_grad_enabled() and (ship.requires_grad or pipe.requires_grad):
+        return torch.cat([torch.addcmul(pipe[1:], ship, onehot[2:]), torch.zeros_like(pipe[:1])])
+    out = torch.empty_like(pipe)
+    torch.addcmul(pipe[1:], ship, onehot[2:], out=out[:-1])
+    out[-1].zero_()
+    return out
+
+
 def _row_dot(weights: Tensor, values: Tensor) -> Tensor:
     """``(weights * values).sum(-1)``; one matrix-vector product when the weights are one
     row broadcast over the batch (the usual case), without materialising the product."""
@@ -374,6 +386,13 @@ class _Incidence:
             return values
         return values.new_zeros(values.shape[0], self.n_nodes).index_add(1, self.dst, values)
 
+    def sources_to_edges(self, values: Tensor) -> Tensor:
+        """Each internal edge gets its source's value ``[B, K] -> [B, E]`` (0 on supplier
+        edges); a broadcast product when there is one source (no matrix product to zero)."""
+        if values.shape[1] == 1:
+            return values * self.out_of.T
+        return values @ self.out_of.T
+
     def store_values(self, node_values: Tensor) -> Tensor:
         if self.store_slice is not None:
             return node_values[:, self.store_slice]
@@ -461,6 +480,7 @@ class InventorySimulator:
             # slot-major [slots, B, E]: slot j arrives at the end of the period j periods on;
             # shifting slabs of [B, E] is a contiguous copy, not a strided one
             "pipeline": torch.zeros(self.slots, b, e, device=dev),
+            "in_transit": torch.zeros(b, e, device=dev),  # the pipeline's total per edge
             "lead_time": lead,
             "lead_onehot": torch.nn.functional.one_hot(lead, self.slots + 1).float().movedim(-1, 0).contiguous(),
             "holding": _per_sample("holding", p.holding, b, dev),
@@ -481,7 +501,7 @@ class InventorySimulator:
         is the feature-by-feature definition)."""
         idx = self._indices(state["onhand"].device)
         onhand = state["onhand"]
-        inbound = idx.edges_to_nodes(state["pipeline"].sum(0))
+        inbound = idx.edges_to_nodes(state["in_transit"])
         return LazyDict(
             {"onhand": onhand, "inbound": inbound},
             {"nodes": lambda: self._node_features(state, t, trace, idx),
@@ -602,10 +622,10 @@ class InventorySimulator:
         if not action.is_cuda and not torch.isfinite(action.sum()):
             raise ValueError("action: order quantities must be finite (no NaN or inf)")
         demand = trace["demand"][:, t]
-        (onhand, pipeline, ship, store_stock, sales, shortfall, holding_cost, underage_cost,
-         ordering_cost) = self._period(state, action.clamp_min(0.0), demand)
+        (onhand, pipeline, in_transit, ship, store_stock, sales, shortfall, holding_cost,
+         underage_cost, ordering_cost) = self._period(state, action.clamp_min(0.0), demand)
         cost = holding_cost + underage_cost + ordering_cost
-        new_state = dict(state, onhand=onhand, pipeline=pipeline)
+        new_state = dict(state, onhand=onhand, pipeline=pipeline, in_transit=in_transit)
         # per-period metrics, summed over locations only when a rollout keeps them
         info = LazyDict({"cost": cost, "holding_cost": holding_cost,
                          "underage_cost": underage_cost, "ordering_cost": ordering_cost}, {
@@ -627,7 +647,9 @@ class InventorySimulator:
             onhand = onhand + idx.edges_to_nodes(ship * onehot[0])
         # what lands at the end of this period, and the pipeline one period on
         arrivals = torch.addcmul(pipe[0], ship, onehot[1])
-        pipeline = torch.cat([torch.addcmul(pipe[1:], ship, onehot[2:]), torch.zeros_like(pipe[:1])])
+        pipeline = _shifted_pipeline(pipe, ship, onehot)
+        into_pipeline = ship - ship * onehot[0] if self._has_zero_lead else ship
+        in_transit = state["in_transit"] + into_pipeline - arrivals
 
         store_stock = idx.store_values(onhand)
         if self.params.lost_sales:
@@ -644,7 +666,7 @@ class InventorySimulator:
         ordering_cost = (_row_dot(state["order_cost"], ship) if self._has_order_cost
                          else torch.zeros_like(holding_cost))
         onhand = onhand + idx.edges_to_nodes(arrivals)
-        return (onhand, pipeline, ship, store_stock, sales, shortfall, holding_cost,
+        return (onhand, pipeline, in_transit, ship, store_stock, sales, shortfall, holding_cost,
                 underage_cost, ordering_cost)
 
     def _feasible(self, order: Tensor, onhand: Tensor, idx: _Incidence) -> Tensor:
@@ -653,12 +675,13 @@ class InventorySimulator:
         requested = order @ idx.out_of  # [B, K] per internal source
         available = onhand.index_select(1, idx.source_nodes).clamp_min(0.0)
         share = available / requested.clamp_min(1e-9)
-        if not idx.any_transship:
-            return order * (share.clamp_max(1.0) @ idx.out_of.T + idx.from_supplier)
+        if not idx.any_transship:  # ship = order * ratio, written as order + order * (ratio - 1)
+            return torch.addcmul(order, order, idx.sources_to_edges(share.clamp_max(1.0) - 1.0))
         asked = (requested > 1e-9).float()
         ratio = torch.where(idx.transship, share * asked, share.clamp_max(1.0))
         equal = idx.transship * (1.0 - asked) * available / idx.out_degree
-        return order * (ratio @ idx.out_of.T + idx.from_supplier) + equal @ idx.out_of.T
+        return (torch.addcmul(order, order, idx.sources_to_edges(ratio - 1.0))
+                + idx.sources_to_edges(equal))
 
     # -- helpers for heuristics, solvers and reports --------------------------------------
     def demand_moments(self) -> tuple[Tensor, Tensor]:

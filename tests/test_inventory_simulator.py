@@ -147,6 +147,9 @@ def test_conservation_and_feasibility_under_random_orders(
         else:
             assert (onhand[:, internal_nodes] >= -tol[..., None]).all()
         assert (state["pipeline"] >= 0).all()
+        # the running total the observation reads is the pipeline's sum
+        torch.testing.assert_close(state["in_transit"], state["pipeline"].sum(0),
+                                   rtol=1e-5, atol=float(tol.max()))
         # costs and service metrics
         parts = info["holding_cost"] + info["underage_cost"] + info["ordering_cost"]
         for name in ("cost", "holding_cost", "underage_cost", "ordering_cost", "shortfall"):
