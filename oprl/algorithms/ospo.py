@@ -22,27 +22,15 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from oprl.algorithms.common import DEV_SEED_OFFSET, invoke_callback, step_seed
+from oprl.algorithms.common import DEV_SEED_OFFSET, RewardResult, invoke_callback, step_seed
 from oprl.core import Trace, resolve_device, rollout
 from policies.dispatch import gumbel_scores, pair_log_prob
-
-
-@dataclass
-class OSPOResult:
-    """Best-on-dev weights (loaded into the policy) and the training history."""
-
-    policy: nn.Module
-    best_dev_reward: float
-    best_step: int
-    history: list[dict[str, float]] = field(default_factory=list)
-    steps_done: int = 0
-    wall_s: float = 0.0
 
 
 @dataclass
@@ -169,7 +157,7 @@ def train_ospo(
     device: str | torch.device | None = "cpu",
     callback: Callable[..., Any] | None = None,
     start_state: dict[str, Any] | None = None,
-) -> OSPOResult:
+) -> RewardResult:
     """Train pair scores by OSPO (``advantage='ospo'``) or GRPO (``'grpo'``); see the module
     docstring. ``no_match=True`` adds "no match" to each order's softmax (the policy may
     then learn to decline; see `pair_log_prob`). ``callback(step, policy, optimizer, history,
@@ -215,11 +203,11 @@ def train_ospo(
                 invoke_callback(callback, state["step"], policy, optimizer, state["history"],
                       lambda: _snapshot(state, policy, optimizer))
     policy.load_state_dict(state["best_state"])
-    return OSPOResult(policy, state["best_reward"], state["best_step"], state["history"],
+    return RewardResult(policy, state["best_reward"], state["best_step"], state["history"],
                       state["step"], time.perf_counter() - start)
 
 
-def train_grpo(sim, policy: nn.Module, **kw: Any) -> OSPOResult:
+def train_grpo(sim, policy: nn.Module, **kw: Any) -> RewardResult:
     """GRPO: `train_ospo` with per-vehicle discounted reward-to-go advantages."""
     return train_ospo(sim, policy, advantage="grpo", **kw)
 

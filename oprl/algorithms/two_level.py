@@ -56,31 +56,19 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from oprl.algorithms.common import DEV_SEED_OFFSET, invoke_callback, step_seed
+from oprl.algorithms.common import DEV_SEED_OFFSET, RewardResult, invoke_callback, step_seed
 from oprl.core import Simulator, Trace, resolve_device, rollout
 
-__all__ = ["TwoLevelResult", "schedule_at", "train_two_level"]
+__all__ = ["RewardResult", "schedule_at", "train_two_level"]
 
 LEARNING = ("pg", "pathwise")
 AGENT_LEARNING = (*LEARNING, "best_response")
-
-
-@dataclass
-class TwoLevelResult:
-    """Best-on-dev weights (already loaded into the policy) and the training history."""
-
-    policy: nn.Module
-    best_dev_reward: float
-    best_step: int
-    history: list[dict[str, float]] = field(default_factory=list)
-    steps_done: int = 0
-    wall_s: float = 0.0
 
 
 def linear(start: float, end: float, frac: float) -> float:
@@ -351,7 +339,7 @@ def train_two_level(
     device: str | torch.device | None = "cpu",
     callback: Callable[..., Any] | None = None,
     start_state: dict[str, Any] | None = None,
-) -> TwoLevelResult:
+) -> RewardResult:
     """Train agents then planner+agents; returns the best-on-dev policy (planner reward).
 
     ``agent_updates``: agent steps per planner step (extra ones replay the sampled
@@ -461,7 +449,7 @@ def train_two_level(
                 invoke_callback(callback, step, policy, opt_agents, history,
                       lambda: _snapshot(state, policy, opt_agents, opt_planner))
     policy.load_state_dict(state["best_state"])  # with the rate cap it was selected under
-    return TwoLevelResult(policy, state["best_reward"], state["best_step"], history, step,
+    return RewardResult(policy, state["best_reward"], state["best_step"], history, step,
                           time.perf_counter() - start_time)
 
 
