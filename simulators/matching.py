@@ -114,6 +114,13 @@ def auction_match(
         choice[rows, person] = k_of.gather(-1, safe).squeeze(-1)[hit]
     else:
         choice, rounds = _solve(a, candidates, n_objects, scaling, max_rounds)
+    return _matching_from_choice(choice, candidates, a, resolution, rounds)
+
+
+def _matching_from_choice(
+    choice: Tensor, candidates: Tensor, a: Tensor, resolution: float, rounds: int
+) -> Matching:
+    """The `Matching` of each person's chosen list position (``NO_MATCH`` for none)."""
     matched = choice >= 0
     safe = choice.clamp_min(0).unsqueeze(-1)
     assignment = torch.where(matched, candidates.gather(-1, safe).squeeze(-1),
@@ -337,12 +344,7 @@ def sap_match(
     listed = (local == obj.unsqueeze(-1)) & (obj >= 0).unsqueeze(-1) & (local >= 0)
     choice = torch.where(listed.any(-1), listed.to(torch.int8).argmax(-1),
                          torch.full_like(obj, NO_MATCH))
-    matched = choice >= 0
-    safe = choice.clamp_min(0).unsqueeze(-1)
-    assignment = torch.where(matched, candidates.gather(-1, safe).squeeze(-1),
-                             torch.full_like(choice, NO_MATCH))
-    gained = torch.where(matched, a.gather(-1, safe).squeeze(-1), torch.zeros_like(choice))
-    return Matching(assignment, choice, gained.sum(-1).double() * resolution, steps)
+    return _matching_from_choice(choice, candidates, a, resolution, steps)
 
 
 def _local_objects(a: Tensor, candidates: Tensor, n_objects: int) -> tuple[Tensor, int]:
