@@ -111,15 +111,20 @@ class EchelonBaseStock(_LevelPolicy):
 
     def __init__(self, sim: InventorySimulator, levels: Tensor | float) -> None:
         super().__init__(sim, levels)
-        n = sim.network.n_nodes
-        member = torch.zeros(n, n)
-        for node in range(n):
-            member[node, sim.network.downstream(node)] = 1.0
-        self.register_buffer("echelon", member)
+        self.register_buffer("echelon", echelon_members(sim))
 
     def _orders_by_node(self, obs: Observation) -> Tensor:
         echelon_position = inventory_position(obs, self.slots) @ self.echelon.T
         return (self.levels - echelon_position).clamp_min(0.0)
+
+
+def echelon_members(sim: InventorySimulator) -> Tensor:
+    """``[N, N]``: row n marks location n and everything it supplies (its echelon)."""
+    n = sim.network.n_nodes
+    member = torch.zeros(n, n)
+    for node in range(n):
+        member[node, sim.network.downstream(node)] = 1.0
+    return member
 
 
 def newsvendor_levels(sim: InventorySimulator) -> Tensor:

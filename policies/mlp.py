@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from oprl.core import Observation
+from policies.heuristics import echelon_members
 from simulators.inventory import SUPPLIER, InventorySimulator
 
 SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(SOFTPLUS_ONE) == 1
@@ -135,14 +136,11 @@ class BaseStockHead(nn.Module):
 
     def __init__(self, sim: InventorySimulator, features: InventoryFeatures, sharpness: float) -> None:
         super().__init__()
-        net, n = sim.network, sim.network.n_nodes
-        member = torch.zeros(n, n)
-        for node in range(n):
-            member[node, net.downstream(node)] = 1.0
+        n = sim.network.n_nodes
         lead = sim.params.lead_time.float()
         lead = lead.mean(0) if lead.dim() == 2 else lead
         self.level = nn.Parameter(lead + _downstream_lead(sim, lead)[sim.edge_dst] + 1.0)
-        self.register_buffer("member", member, persistent=False)
+        self.register_buffer("member", echelon_members(sim), persistent=False)
         self.register_buffer("dst", sim.edge_dst, persistent=False)
         self.register_buffer("node_scale", features.node_scale[:n], persistent=False)
         self.sharpness = float(sharpness)
