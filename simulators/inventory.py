@@ -349,7 +349,6 @@ class _Incidence:
     stores: Tensor  # [S]
     source_nodes: Tensor  # [K] the locations that ship to other locations
     out_of: Tensor  # [E, K] 1 where internal edge e leaves source k
-    from_supplier: Tensor  # [E] 1 on edges from the external supplier
     transship: Tensor  # [K] bool
     out_degree: Tensor  # [K]
     any_transship: bool
@@ -371,7 +370,7 @@ class _Incidence:
         return _Incidence(
             n_nodes=network.n_nodes, dst=dst.to(device), stores=torch.tensor(stores, dtype=torch.long, device=device),
             source_nodes=torch.tensor(sources, dtype=torch.long, device=device),
-            out_of=out_of.to(device), from_supplier=(src == SUPPLIER).float().to(device),
+            out_of=out_of.to(device),
             transship=transship.to(device), out_degree=out_of.sum(0).clamp_min(1.0).to(device),
             any_transship=bool(transship.any()),
             unique_dst=bool(dst.unique().numel() == dst.numel()),
