@@ -426,30 +426,10 @@ def echelon_base_stock_optimum(
 # -- 4. transshipment: pooled newsvendor ------------------------------------------------------
 
 
-def pooled_newsvendor_bound(
-    sim: InventorySimulator, *, quadrature: int = 40, grid: int = 4000
-) -> SolverResult:
-    """Lower bound on the expected cost per store-period of a transshipment system.
-
-    Why it is valid: the centre holds no stock and forwards everything it has each period, so
-    every unit in the system when the centre orders at t (in transit to it, at it, in transit to
-    or at the stores) plus that order is at the stores before demand of t + K - 1, where
-    K = L_w + L_s + 1 (one more period when L_w = 0: a lead-0 arrival is forwarded next period).
-    Hence the stores' net inventories then sum to y_t - D_total(t .. t+K-1), with y_t the
-    system-wide position after ordering. f(x) = h x^+ + p x^- is sublinear, so the stores' cost
-    sum_i f(x_i) >= f(sum_i x_i), and since y_t cannot see future demand,
-    E f(y_t - D_total) >= min_y E f(y - D_total): one pooled newsvendor over K periods.
-    With unequal costs the smallest h and p are used (still a bound).
-
-    The pooled demand is computed exactly up to discretisation: per period, stores are
-    independent given the equicorrelation's common factor (Gauss-Hermite over it), clipped
-    normals are kept clipped, and the K periods are convolved by FFT. Equicorrelation rho >= 0
-    as the simulator samples it; negative rho falls back to the unclipped normal sum with
-    variance S sigma^2 (1 + (S-1) rho) per period (`details['exact'] = False`).
-    """
-    start = time.perf_counter()
+def _transshipment_layout(sim: InventorySimulator, solver: str) -> tuple[int, int, int]:
+    """(centre node, its lead time, the stores' common lead time) of a transshipment system,
+    or a ValueError naming what the bound needs."""
     net, p = sim.network, sim.params
-    solver = "pooled_newsvendor_bound"
     centres = [n for n, k in enumerate(net.kinds) if k == "transship"]
     ok = (len(centres) == 1 and net.n_nodes == len(net.stores) + 1
           and sorted(net.children(centres[0])) == net.stores
@@ -462,15 +442,22 @@ def pooled_newsvendor_bound(
         )
     _scalar_params(sim, solver)
     centre = centres[0]
-    lw = int(p.lead_time[net.inbound(centre)[0]])
     store_leads = {int(p.lead_time[net.inbound(s)[0]]) for s in net.stores}
     if len(store_leads) != 1:
         raise ValueError(f"{solver}: stores must share one lead time, got {sorted(store_leads)}")
-    ls = store_leads.pop()
-    periods = lw + ls + 1 + (1 if lw == 0 else 0)
-    h, b = float(p.holding[net.stores].min()), float(p.penalty.min())
-    mean, std = p.demand.mean.double().numpy(), p.demand.std.double().numpy()
-    rho, n_st = float(p.demand.correlation), len(net.stores)
+    return centre, int(p.lead_time[net.inbound(centre)[0]]), store_leads.pop()
+
+
+def _pooled_demand(
+    mean: np.ndarray, std: np.ndarray, rho: float, periods: int, quadrature: int, grid: int
+) -> tuple[np.ndarray, float, bool]:
+    """(pmf, grid step, exact) of the stores' total demand over ``periods`` periods.
+
+    Per period, stores are independent given the equicorrelation's common factor
+    (Gauss-Hermite over it), clipped normals are kept clipped, and the periods are convolved by
+    FFT. Negative rho falls back to the unclipped normal sum with variance
+    S sigma^2 (1 + (S-1) rho) per period (``exact`` False).
+    """
     total_std = math.sqrt(max(float((std**2).sum() + rho * (std.sum() ** 2 - (std**2).sum())), 1e-12))
     span = periods * (mean.sum() + 10 * total_std) + 10 * total_std * math.sqrt(periods)
     delta = min(span / grid / periods, float(std.min()) / 10 if std.min() > 0 else 1.0)
@@ -493,7 +480,45 @@ def pooled_newsvendor_bound(
         edges = (np.arange(size) + 0.5) * delta
         cdf = norm.cdf((edges - periods * mean.sum()) / math.sqrt(var))
         pmf = np.diff(cdf, prepend=0.0)
-    pmf = pmf / pmf.sum()
+    return pmf / pmf.sum(), delta, exact
+
+
+def _transshipment_order_cost(sim: InventorySimulator, centre: int) -> float:
+    """Ordering cost per period: every unit demanded crosses every edge once in steady state."""
+    p, net = sim.params, sim.network
+    if float(p.order_cost.abs().sum()) == 0:
+        return 0.0
+    mean = p.demand.mean.double().numpy()
+    return float(p.order_cost[net.inbound(centre)[0]]) * float(mean.sum()) + float(
+        (p.order_cost[[net.inbound(s)[0] for s in net.stores]].double().numpy() * mean).sum()
+    )
+
+
+def pooled_newsvendor_bound(
+    sim: InventorySimulator, *, quadrature: int = 40, grid: int = 4000
+) -> SolverResult:
+    """Lower bound on the expected cost per store-period of a transshipment system.
+
+    Why it is valid: the centre holds no stock and forwards everything it has each period, so
+    every unit in the system when the centre orders at t (in transit to it, at it, in transit to
+    or at the stores) plus that order is at the stores before demand of t + K - 1, where
+    K = L_w + L_s + 1 (one more period when L_w = 0: a lead-0 arrival is forwarded next period).
+    Hence the stores' net inventories then sum to y_t - D_total(t .. t+K-1), with y_t the
+    system-wide position after ordering. f(x) = h x^+ + p x^- is sublinear, so the stores' cost
+    sum_i f(x_i) >= f(sum_i x_i), and since y_t cannot see future demand,
+    E f(y_t - D_total) >= min_y E f(y - D_total): one pooled newsvendor over K periods.
+    With unequal costs the smallest h and p are used (still a bound). The pooled demand is
+    exact up to discretisation (`_pooled_demand`).
+    """
+    start = time.perf_counter()
+    p, net = sim.params, sim.network
+    centre, lw, ls = _transshipment_layout(sim, "pooled_newsvendor_bound")
+    periods = lw + ls + 1 + (1 if lw == 0 else 0)
+    h, b = float(p.holding[net.stores].min()), float(p.penalty.min())
+    mean, std = p.demand.mean.double().numpy(), p.demand.std.double().numpy()
+    rho, n_st = float(p.demand.correlation), len(net.stores)
+    pmf, delta, exact = _pooled_demand(mean, std, rho, periods, quadrature, grid)
+    size = len(pmf)
     zgrid = np.arange(size) * delta
     idx = np.arange(size)
     tail_mass = pmf[::-1].cumsum()[::-1] - pmf  # P(D > z_k)
@@ -501,16 +526,95 @@ def pooled_newsvendor_bound(
     e_under = (tail_first - idx * tail_mass) * delta  # E(D - z_k)^+
     cost = h * (zgrid - float((pmf * zgrid).sum())) + (h + b) * e_under
     k = int(np.argmin(cost))
-    # every unit demanded crosses every edge once in steady state: ordering cost is a constant
-    c_order = float(p.order_cost[net.inbound(centre)[0]]) * float(mean.sum()) + float(
-        (p.order_cost[[net.inbound(s)[0] for s in net.stores]].double().numpy() * mean).sum()
-    ) if float(p.order_cost.abs().sum()) > 0 else 0.0
     return SolverResult(
-        name=solver, objective=(float(cost[k]) + c_order) / n_st, kind="lower_bound",
+        name="pooled_newsvendor_bound",
+        objective=(float(cost[k]) + _transshipment_order_cost(sim, centre)) / n_st,
+        kind="lower_bound",
         status=f"pooled newsvendor over {periods} periods (grid step {delta:.3g})",
         wall_s=time.perf_counter() - start,
         details={"pooled_level": float(zgrid[k]), "periods": periods, "exact": exact,
                  "stores": n_st, "correlation": rho},
+    )
+
+
+def balanced_allocation_bound(
+    sim: InventorySimulator, *, quadrature: int = 40, grid: int = 4000, store_cells: int = 100
+) -> SolverResult:
+    """Lower bound for a transshipment centre with identical stores: the balance relaxation.
+
+    Why it is valid (Eppen & Schrage 1981; Federgruen & Zipkin 1984): let the centre, when it
+    forwards an arrival, also move stock freely between the stores' inventory positions
+    (negative shipments allowed). Every real policy is feasible in this relaxed system, so its
+    optimum is a lower bound. In it, the stores' positions just after the centre forwards the
+    order placed at t (in period tau = t + L_w, or t + 1 when L_w = 0) sum to
+    z = y_t - D_total(t .. tau-1), y_t being the system-wide position after ordering at t;
+    store i's cost in period tau + L_s is then f(y_i - D_i(tau .. tau+L_s)) with
+    f(x) = h x^+ + p x^-, whose expectation G(y_i) is convex. For identical stores
+    min_{sum y_i = z} sum_i G(y_i) = n G(z / n) (Jensen), and y_t cannot see D_total(t .. tau-1),
+    so every period costs at least min_y E G((y - D_total) / n) per store. Unlike the pooled
+    newsvendor it charges the stores' own L_s + 1 periods of unpooled risk; unlike the
+    decoupled base-stock bound it charges the centre's lead time. G is integrated on a grid of
+    std/``store_cells`` and interpolated linearly (errors of order grid step squared).
+    """
+    start = time.perf_counter()
+    solver = "balanced_allocation_bound"
+    p, net = sim.params, sim.network
+    centre, lw, ls = _transshipment_layout(sim, solver)
+    stores = net.stores
+    mean, std = p.demand.mean.double().numpy(), p.demand.std.double().numpy()
+    h_all, b_all = p.holding[stores].double().numpy(), p.penalty.double().numpy()
+    if not all(np.ptp(v) == 0 for v in (mean, std, h_all, b_all)):
+        raise ValueError(f"{solver}: needs identical stores (same demand, holding and penalty)")
+    n_st, rho = len(stores), float(p.demand.correlation)
+    h, b, mu, sd = float(h_all[0]), float(b_all[0]), float(mean[0]), float(std[0])
+    # G on a grid: one store's demand over its L_s + 1 periods
+    delta_s = max(sd, 1e-3) / store_cells
+    n1 = int(math.ceil((mu + 12 * sd) / delta_s)) + 2
+    single = _clipped_normal_cells(np.array(mu), np.array(sd), delta_s, n1)
+    store_pmf = _trim(_convolve_power(single, ls + 1, (ls + 1) * n1))
+    xs = np.arange(len(store_pmf)) * delta_s
+    idx = np.arange(len(store_pmf))
+    tail_mass = store_pmf[::-1].cumsum()[::-1] - store_pmf
+    tail_first = (store_pmf * idx)[::-1].cumsum()[::-1] - store_pmf * idx
+    e_under = (tail_first - idx * tail_mass) * delta_s  # E(D - x)^+ at the grid points
+    mean_store = float((store_pmf * xs).sum())
+    g_grid = h * (xs - mean_store) + (h + b) * e_under
+
+    def g(x: np.ndarray) -> np.ndarray:  # linear beyond the grid: p (mu - x) below 0, h above
+        inside = np.interp(x, xs, g_grid)
+        return np.where(x < 0, b * (mean_store - x), np.where(x > xs[-1], h * (x - mean_store), inside))
+
+    periods = max(lw, 1)
+    pooled, delta_w, exact = _pooled_demand(mean, std, rho, periods, quadrature, grid)
+    keep = pooled > 1e-300
+    dw, pw = (np.arange(len(pooled)) * delta_w)[keep], pooled[keep]
+
+    def cost(level: float) -> float:
+        return float((pw * g((level - dw) / n_st)).sum())
+
+    # cost is convex in the level: golden-section search over a bracket wide enough for the
+    # total mean demand over the centre's lead time plus every store's critical quantile
+    lo, hi = 0.0, float(dw[-1]) + n_st * float(xs[-1])
+    ratio = (math.sqrt(5) - 1) / 2
+    a, c = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fc = cost(a), cost(c)
+    while hi - lo > delta_s * 1e-2:
+        if fa <= fc:
+            hi, c, fc = c, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = cost(a)
+        else:
+            lo, a, fa = a, c, fc
+            c = lo + ratio * (hi - lo)
+            fc = cost(c)
+    level = (lo + hi) / 2
+    value = cost(level) + _transshipment_order_cost(sim, centre) / n_st
+    return SolverResult(
+        name=solver, objective=value, kind="lower_bound",
+        status=(f"balance relaxation: centre lead {periods}, stores {ls + 1} periods "
+                f"(grid steps {delta_w:.3g} / {delta_s:.3g})"),
+        wall_s=time.perf_counter() - start,
+        details={"system_level": level, "exact": exact, "stores": n_st, "correlation": rho},
     )
 
 
@@ -812,7 +916,12 @@ def references(sim: InventorySimulator, trace: Trace, warmup: int) -> list[Solve
     if name == "inventory/serial":
         return [echelon_base_stock_optimum(sim)]
     if name == "inventory/transshipment":
-        return [pooled_newsvendor_bound(sim), decoupled_base_stock_bound(sim)]
+        results = [pooled_newsvendor_bound(sim), decoupled_base_stock_bound(sim)]
+        try:
+            results.append(balanced_allocation_bound(sim))
+        except ValueError:  # unequal stores: the two bounds above still hold
+            pass
+        return results
     if name in ("inventory/one_warehouse", "inventory/many_warehouses", "inventory/real_data"):
         episodes = min(trace.batch, LP_EPISODES)
         periods = min(trace.horizon, LP_PERIODS)

@@ -19,7 +19,7 @@ _COMMON = ("horizon", "warmup", "eval_horizon", "eval_warmup", "initial_onhand",
 _HEURISTICS = ("newsvendor", "newsvendor (adaptive)", "base-stock", "capped base-stock",
                "echelon base-stock")
 _REFERENCES = ("base_stock_optimum", "lost_sales_dp", "echelon_base_stock_optimum",
-               "pooled_newsvendor_bound", "decoupled_base_stock_bound",
+               "pooled_newsvendor_bound", "decoupled_base_stock_bound", "balanced_allocation_bound",
                "decoupled_newsvendor_bound", "perfect_information_lp[highs]",
                "perfect_information_lp[glop]")
 _SHARED = {"policies": _POLICIES, "algorithms": _ALGORITHMS, "common_params": _COMMON,
@@ -37,7 +37,7 @@ SCENARIOS = [
              "4-location serial system, backlog; optimum: echelon base-stock", _INV_HEUR,
              _INV_REF, train_defaults=_ONE_STORE, **_SHARED),
     Scenario("inventory/transshipment", _INV + "transshipment",
-             "transshipment centre and stores; bound: pooled newsvendor", _INV_HEUR,
+             "transshipment centre and stores; bound: balance relaxation", _INV_HEUR,
              _INV_REF, policy="gnn", train_defaults=_NETWORK, policy_kwargs=_SMALL_GNN, **_SHARED),
     Scenario("inventory/one_warehouse", _INV + "one_warehouse",
              "one warehouse, many lost-sales stores; bound: perfect-information LP",
