@@ -21,9 +21,11 @@ from oprl.core import Observation
 from policies.mlp import (
     InventoryFeatures,
     edge_index_with_supplier,
+    integer_demand,
     mlp,
     scaled_orders,
     shrink_last_layer,
+    whole_units,
 )
 from simulators.inventory import InventorySimulator
 
@@ -131,7 +133,7 @@ class GNNPolicy(nn.Module):
     """Inventory policy: `GraphEncoder` over the supply graph and an `EdgeHead` ordering
     ``softplus(.) * scale`` on each edge. The graph and scales are non-persistent buffers, so a
     state dict trained on one network loads into a policy built for another (``slots`` fixes
-    the pipeline feature width when lead times differ)."""
+    the pipeline feature width when lead times differ). ``integer_orders`` as in `MLPPolicy`."""
 
     def __init__(
         self,
@@ -140,6 +142,7 @@ class GNNPolicy(nn.Module):
         layers: int = 3,
         slots: int | None = None,
         init_gain: float = 0.01,
+        integer_orders: bool | None = None,
     ) -> None:
         super().__init__()
         self.features = InventoryFeatures(sim, slots)
@@ -147,9 +150,11 @@ class GNNPolicy(nn.Module):
         self.head = EdgeHead(hidden)
         shrink_last_layer(self.head.net, init_gain)
         self.register_buffer("edge_index", edge_index_with_supplier(sim), persistent=False)
+        self.integer_orders = integer_demand(sim) if integer_orders is None else bool(integer_orders)
 
     def forward(self, obs: Observation) -> Tensor:
         nodes, edges = self.features.nodes(obs), self.features.edges(obs)
         node_h, edge_h = self.encoder(nodes, edges, self.edge_index)
         raw = self.head(node_h, edge_h, self.edge_index).squeeze(-1)
-        return scaled_orders(raw, self.features.edge_scale)
+        return whole_units(scaled_orders(raw, self.features.edge_scale), self.integer_orders,
+                           self.training)

@@ -77,6 +77,24 @@ def test_base_stock_head_without_correction_is_the_base_stock_rule() -> None:
         state = sim.step(state, action, t, trace)[0]
 
 
+@pytest.mark.parametrize("cls", [MLPPolicy, GNNPolicy])
+def test_integer_demand_gets_whole_unit_orders_outside_training(cls) -> None:
+    lost = inv.one_store_lost(lead_time=2)  # Poisson demand
+    trace = lost.sample_trace(8, 5, seed=0)
+    obs = lost.observe(lost.reset(trace), 0, trace)
+    policy = cls(lost)
+    continuous = policy(obs)  # a fresh module is in training mode
+    assert not torch.equal(continuous, continuous.round())
+    policy.eval()
+    assert torch.equal(policy(obs), continuous.round())
+    assert not cls(lost, integer_orders=False).eval()(obs).eq(continuous.round()).all()
+    backlog = inv.one_store_backlog(lead_time=2)  # Normal demand: orders stay continuous
+    trace = backlog.sample_trace(8, 5, seed=0)
+    obs = backlog.observe(backlog.reset(trace), 0, trace)
+    orders = cls(backlog).eval()(obs)
+    assert not torch.equal(orders, orders.round())
+
+
 def test_unknown_head_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="head"):
         MLPPolicy(inv.serial(), head="relu")
