@@ -639,8 +639,8 @@ class InventorySimulator:
     def _period(self, state: State, order: Tensor, demand: Tensor) -> tuple[Tensor, ...]:
         """One period's dynamics after the order is placed, as a pure tensor function."""
         idx = self._indices(order.device)
-        ship = self._feasible(order, state["onhand"], idx)
-        onhand = state["onhand"].index_add(1, idx.source_nodes, -(ship @ idx.out_of))
+        ship, shipped = self._feasible(order, state["onhand"], idx)
+        onhand = state["onhand"].index_add(1, idx.source_nodes, -shipped)
         onehot, pipe = state["lead_onehot"], state["pipeline"]  # [slots + 1, B, E], [slots, B, E]
         if self._has_zero_lead:
             onhand = onhand + idx.edges_to_nodes(ship * onehot[0])
@@ -652,15 +652,21 @@ class InventorySimulator:
 
         store_stock = idx.store_values(onhand)
         if self.params.lost_sales:
-            sales = torch.minimum(store_stock.clamp_min(0.0), demand)
-            shortfall = demand - sales
-            after = store_stock - sales
+            # stock never goes negative with lost sales (it starts >= 0, sales <= stock), so
+            # max(stock - demand, 0) is what is left and its negative part what is lost:
+            # three passes instead of four, equal to min(stock, demand) sales bit for bit
+            short = store_stock - demand
+            after = short.clamp_min(0.0)
+            shortfall = after - short
+            sales = None
         else:
             after = store_stock - demand
             sales = None
             shortfall = (-after).clamp_min(0.0)
         onhand = idx.with_store_values(onhand, after)
-        holding_cost = _row_dot(state["holding"], onhand.clamp_min(0.0))
+        # every location is >= 0 under lost sales (only backlogged stores go negative)
+        held = onhand if self.params.lost_sales else onhand.clamp_min(0.0)
+        holding_cost = _row_dot(state["holding"], held)
         underage_cost = _row_dot(state["penalty"], shortfall)
         ordering_cost = (_row_dot(state["order_cost"], ship) if self._has_order_cost
                          else torch.zeros_like(holding_cost))
@@ -668,19 +674,22 @@ class InventorySimulator:
         return (onhand, pipeline, in_transit, ship, store_stock, sales, shortfall, holding_cost,
                 underage_cost, ordering_cost)
 
-    def _feasible(self, order: Tensor, onhand: Tensor, idx: _Incidence) -> Tensor:
-        """Scale each source's orders down proportionally to its on-hand stock; a transshipment
-        centre forwards all of its stock in proportion to the orders (equal split if none)."""
+    def _feasible(self, order: Tensor, onhand: Tensor, idx: _Incidence) -> tuple[Tensor, Tensor]:
+        """Shipments ``[B, E]`` and what each internal source sends in all ``[B, K]``: each
+        source's orders are scaled down proportionally to its on-hand stock (it sends
+        min(requested, available)); a transshipment centre forwards all of its stock in
+        proportion to the orders (equal split if none)."""
         requested = order @ idx.out_of  # [B, K] per internal source
         available = onhand.index_select(1, idx.source_nodes).clamp_min(0.0)
         share = available / requested.clamp_min(1e-9)
         if not idx.any_transship:  # ship = order * ratio, written as order + order * (ratio - 1)
-            return torch.addcmul(order, order, idx.sources_to_edges(share.clamp_max(1.0) - 1.0))
+            ship = torch.addcmul(order, order, idx.sources_to_edges(share.clamp_max(1.0) - 1.0))
+            return ship, torch.minimum(requested, available)
         asked = (requested > 1e-9).float()
         ratio = torch.where(idx.transship, share * asked, share.clamp_max(1.0))
         equal = idx.transship * (1.0 - asked) * available / idx.out_degree
-        return (torch.addcmul(order, order, idx.sources_to_edges(ratio - 1.0))
-                + idx.sources_to_edges(equal))
+        ship = torch.addcmul(order, order, idx.sources_to_edges(ratio - 1.0)) + idx.sources_to_edges(equal)
+        return ship, torch.where(idx.transship, available, torch.minimum(requested, available))
 
     # -- helpers for heuristics, solvers and reports --------------------------------------
     def demand_moments(self) -> tuple[Tensor, Tensor]:
@@ -806,7 +815,7 @@ def transshipment(
     std: float = 2.0, **kw,
 ) -> InventorySimulator:
     """A transshipment centre (holds no stock) feeding identical backlogged stores; bounded
-    below by a pooled newsvendor over the combined lead time."""
+    below by the balance relaxation (`solvers.inventory.balanced_allocation_bound`)."""
     s = int(n_stores)
     if s < 1:
         raise ValueError(f"n_stores: must be >= 1, got {n_stores}")

@@ -122,7 +122,8 @@ def test_conservation_and_feasibility_under_random_orders(
         before = _stock(state)
         scale = 1.0 + before.abs().max() + action.clamp_min(0).sum(-1).max()
         tol = 1e-5 * scale
-        ship = sim._feasible(action.clamp_min(0.0), state["onhand"], sim._indices(torch.device("cpu")))
+        idx = sim._indices(torch.device("cpu"))
+        ship, shipped = sim._feasible(action.clamp_min(0.0), state["onhand"], idx)
         # shipments: non-negative, supplier ships as ordered, a source never ships more than it
         # had on hand; a transshipment centre ships exactly what it had
         assert (ship >= 0).all()
@@ -131,6 +132,9 @@ def test_conservation_and_feasibility_under_random_orders(
             out = ship[:, src == node].sum(-1)
             had = state["onhand"][:, node].clamp_min(0.0)
             assert (out <= had + tol).all()
+            # the per-source total the on-hand update uses is the shipments' own sum
+            k = idx.source_nodes.tolist().index(node)
+            torch.testing.assert_close(shipped[:, k], out, rtol=1e-5, atol=float(tol))
             if sim.network.kinds[node] == "transship":
                 torch.testing.assert_close(out, had, rtol=1e-5, atol=float(tol))
         state, reward, info = sim.step(state, action, t, trace)
