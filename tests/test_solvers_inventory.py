@@ -195,6 +195,26 @@ def test_lp_hand_checkable_deterministic_demand(backend):
         0.0, abs=1e-7)
 
 
+def test_lp_reference_pairs_on_its_episodes_only_over_the_same_periods(monkeypatch):
+    import solvers.inventory as solvers_inventory
+    from oprl.evaluate import Entry, evaluate
+
+    sim = inv.many_warehouses(n_warehouses=2, n_stores=3, instance_seed=1)
+    trace = sim.sample_trace(6, 40, seed=4)
+    lp = references(sim, trace, 5)[0]
+    assert lp.details["episodes"] == [0, 1, 2, 3] and lp.details["paired"]
+    policy = BaseStock(sim, newsvendor_levels(sim))
+    frame = evaluate(sim, trace, 5, [Entry("bs", policy, "heuristic")], [lp])
+    row = frame[(frame["policy"] == "bs") & (frame["metric"] == sim.metric_name)].iloc[0]
+    costs = _simulate(sim, policy, trace, 5).double()[:4]
+    expected = 100 * float((costs - lp.per_trace).mean() / lp.per_trace.mean())
+    assert row["gap_pct"] == pytest.approx(expected, rel=1e-6)
+    # an LP over the first periods only is not paired with the whole evaluation window
+    monkeypatch.setattr(solvers_inventory, "LP_PERIODS", 30)
+    windowed = references(sim, trace, 5)[0]
+    assert windowed.per_trace is None and not windowed.details["paired"]
+
+
 def test_lp_highs_and_glop_agree_and_bound_simulated_policies():
     sim = inv.many_warehouses(n_warehouses=2, n_stores=3, instance_seed=1)
     trace = sim.sample_trace(2, 40, seed=4)
