@@ -198,6 +198,11 @@ def eval_window(sim, horizon: int | None, warmup: int | None) -> tuple[int, int]
     return horizon, warmup
 
 
+def _rounding_note(policy: nn.Module) -> str:
+    """Say so in the status when a learned policy's orders are rounded to whole units."""
+    return "; whole-unit orders" if getattr(policy, "integer_orders", False) else ""
+
+
 def benchmark(
     scenario: str,
     params: dict[str, Any] | None = None,
@@ -237,7 +242,7 @@ def benchmark(
         learned.append(Entry(f"{checkpoint['config']['algo']}-{checkpoint['config']['policy']}",
                              net.to(dev), "learned",
                              f"loaded; best of {checkpoint['steps_done']} steps at "
-                             f"{checkpoint['best_step']}", checkpoint["wall_s"]))
+                             f"{checkpoint['best_step']}{_rounding_note(net)}", checkpoint["wall_s"]))
         params = checkpoint["config"]["params"]
     sim = spec.build(**params)
     horizon, warmup = eval_window(sim, eval_horizon, eval_warmup)
@@ -252,7 +257,8 @@ def benchmark(
             histories[algo] = outcome.history
             learned.append(Entry(f"{algo}-{kind}", outcome.policy.to(dev), "learned",
                                  f"trained {outcome.steps_done} steps, best at "
-                                 f"{outcome.best_step}", outcome.wall_s))
+                                 f"{outcome.best_step}{_rounding_note(outcome.policy)}",
+                                 outcome.wall_s))
     log("[oprl] tuning heuristics on training traces ...")
     start = time.perf_counter()
     tune_trace = sim.sample_trace(int(defaults["tune_episodes"]),

@@ -63,6 +63,18 @@ def test_bench_writes_the_csv_with_a_paired_optimal_reference(capsys, tmp_path):
     heuristics = frame[frame["kind"] == "heuristic"]
     assert (heuristics["gap_pct"] > -1.0).all()  # nothing beats the optimum beyond noise
     assert (tmp_path / "p.png").stat().st_size > 0
+    learned = frame[frame["kind"] == "learned"].iloc[0]
+    assert "whole-unit" not in learned["status"]  # Normal demand: continuous orders
+
+
+def test_bench_says_when_learned_orders_are_whole_units(capsys, tmp_path):
+    csv = tmp_path / "lost.csv"
+    code, _, _ = run_cli(capsys, "bench", "inventory/one_store_lost", "--set", "lead_time=1",
+                         "--episodes", "4", "--horizon", "200", "--train-steps", "2",
+                         "--csv", str(csv))
+    frame = pd.read_csv(csv)
+    assert code == 0
+    assert frame[frame["kind"] == "learned"]["status"].str.contains("whole-unit orders").all()
 
 
 def test_train_resume_and_evaluate(capsys, tmp_path):
