@@ -494,6 +494,16 @@ def _transshipment_order_cost(sim: InventorySimulator, centre: int) -> float:
     )
 
 
+def _newsvendor_on_grid(pmf: np.ndarray, delta: float, h: float, b: float):
+    """(grid points z_k = k delta, E[h (z_k - D)^+ + b (D - z_k)^+]) for D on that grid."""
+    idx = np.arange(len(pmf))
+    z = idx * delta
+    tail_mass = pmf[::-1].cumsum()[::-1] - pmf  # P(D > z_k)
+    tail_first = (pmf * idx)[::-1].cumsum()[::-1] - pmf * idx
+    e_under = (tail_first - idx * tail_mass) * delta  # E(D - z_k)^+
+    return z, h * (z - float((pmf * z).sum())) + (h + b) * e_under
+
+
 def pooled_newsvendor_bound(
     sim: InventorySimulator, *, quadrature: int = 40, grid: int = 4000
 ) -> SolverResult:
@@ -518,13 +528,7 @@ def pooled_newsvendor_bound(
     mean, std = p.demand.mean.double().numpy(), p.demand.std.double().numpy()
     rho, n_st = float(p.demand.correlation), len(net.stores)
     pmf, delta, exact = _pooled_demand(mean, std, rho, periods, quadrature, grid)
-    size = len(pmf)
-    zgrid = np.arange(size) * delta
-    idx = np.arange(size)
-    tail_mass = pmf[::-1].cumsum()[::-1] - pmf  # P(D > z_k)
-    tail_first = (pmf * idx)[::-1].cumsum()[::-1] - pmf * idx
-    e_under = (tail_first - idx * tail_mass) * delta  # E(D - z_k)^+
-    cost = h * (zgrid - float((pmf * zgrid).sum())) + (h + b) * e_under
+    zgrid, cost = _newsvendor_on_grid(pmf, delta, h, b)
     k = int(np.argmin(cost))
     return SolverResult(
         name="pooled_newsvendor_bound",
@@ -572,13 +576,8 @@ def balanced_allocation_bound(
     n1 = int(math.ceil((mu + 12 * sd) / delta_s)) + 2
     single = _clipped_normal_cells(np.array(mu), np.array(sd), delta_s, n1)
     store_pmf = _trim(_convolve_power(single, ls + 1, (ls + 1) * n1))
-    xs = np.arange(len(store_pmf)) * delta_s
-    idx = np.arange(len(store_pmf))
-    tail_mass = store_pmf[::-1].cumsum()[::-1] - store_pmf
-    tail_first = (store_pmf * idx)[::-1].cumsum()[::-1] - store_pmf * idx
-    e_under = (tail_first - idx * tail_mass) * delta_s  # E(D - x)^+ at the grid points
+    xs, g_grid = _newsvendor_on_grid(store_pmf, delta_s, h, b)
     mean_store = float((store_pmf * xs).sum())
-    g_grid = h * (xs - mean_store) + (h + b) * e_under
 
     def g(x: np.ndarray) -> np.ndarray:  # linear beyond the grid: p (mu - x) below 0, h above
         inside = np.interp(x, xs, g_grid)
