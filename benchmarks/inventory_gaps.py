@@ -3,8 +3,9 @@
     python benchmarks/inventory_gaps.py --suite lost [--steps 600] [--out benchmarks/results/gaps.csv]
         [--shard K/N] [--reverse]
 
-Suites: backlog (24 one-store instances), lost (16), serial (4), transshipment, one_warehouse
-(GNN vs MLP at 128 and 8,192 training scenarios). One row per (instance, policy) is appended to
+Suites: backlog (24 one-store instances), lost (16), serial (4), transshipment (8, GNN from
+128 training scenarios), transshipment_policies and one_warehouse (GNN vs MLP at 128 and 8,192
+training scenarios). One row per (instance, policy) is appended to
 the CSV as soon as an instance finishes, so a killed run resumes where it stopped. The gap is
 paired (same evaluation traces) against the reference the row names; "time to 1%" is the
 training wall time at the first dev evaluation within 1% of the reference's expected value.
@@ -35,11 +36,16 @@ def suites() -> dict[str, list[tuple[str, dict, dict]]]:
               {"n_stores": 3, "store_lead_time": lt, "penalty": p, "correlation": rho},
               {"policy": "gnn", "train_scenarios": 128})
              for lt, p, rho in itertools.product([2, 6], [4, 9], [0.0, 0.5])]
+    # GNN vs MLP at 128 and 8,192 training scenarios on one transshipment instance
+    trans_policies = [("inventory/transshipment",
+                       {"n_stores": 3, "store_lead_time": 2, "penalty": 9, "correlation": 0.5},
+                       {"policy": pol, "train_scenarios": k})
+                      for pol in ("gnn", "mlp") for k in (128, 8192)]
     warehouse = [("inventory/one_warehouse", {"n_stores": n},
                   {"policy": pol, "train_scenarios": k})
                  for n in (3, 10) for pol in ("gnn", "mlp") for k in (128, 8192)]
     return {"backlog": backlog, "lost": lost, "serial": serial, "transshipment": trans,
-            "one_warehouse": warehouse}
+            "transshipment_policies": trans_policies, "one_warehouse": warehouse}
 
 
 def time_to_gap(history: list[dict], reference: float, pct: float = 1.0) -> float:
