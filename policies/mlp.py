@@ -147,15 +147,18 @@ class BaseStockHead(nn.Module):
     and serial systems (for one store the echelon is the store); the plain softplus head must
     instead learn the identity in the position to fourth-digit precision, which is where its
     last tenths of a percent went. Levels start at the mean demand over the echelon's lead
-    times plus one period, with no safety stock: what the cost structure asks for is left to
-    training."""
+    times plus one period, and a store's edges add the newsvendor safety stock
+    (`_store_safety`): with long lead times and high penalties the safety stock is several mean
+    demands, more than Adam moves one parameter in a few hundred steps, and the network's
+    state-dependent output would otherwise have to carry it."""
 
     def __init__(self, sim: InventorySimulator, features: InventoryFeatures, sharpness: float) -> None:
         super().__init__()
         n = sim.network.n_nodes
         lead = sim.params.lead_time.float()
         lead = lead.mean(0) if lead.dim() == 2 else lead
-        self.level = nn.Parameter(lead + _downstream_lead(sim, lead)[sim.edge_dst] + 1.0)
+        self.level = nn.Parameter(lead + _downstream_lead(sim, lead)[sim.edge_dst] + 1.0
+                                  + _store_safety(sim, lead))
         self.register_buffer("member", echelon_members(sim), persistent=False)
         self.register_buffer("dst", sim.edge_dst, persistent=False)
         self.register_buffer("node_scale", features.node_scale[:n], persistent=False)
@@ -167,6 +170,24 @@ class BaseStockHead(nn.Module):
         echelon = own @ self.member.T  # [B, N] units
         gap = self.level - echelon[:, self.dst] / scale + raw
         return torch.nn.functional.softplus(gap, beta=self.sharpness) * scale
+
+
+def _store_safety(sim: InventorySimulator, lead: Tensor) -> Tensor:
+    """Per edge, the safety stock of a newsvendor over the lead time plus one period when it
+    feeds a store: z * cv * sqrt(L + 1) in units of the store's mean demand, z the normal
+    quantile of p / (p + h); 0 on edges into other locations."""
+    mean, std = sim.demand_moments()
+    p = sim.params
+    holding = p.holding if p.holding.dim() == 1 else p.holding.mean(0)
+    penalty = p.penalty if p.penalty.dim() == 1 else p.penalty.mean(0)
+    safety = torch.zeros(sim.network.n_edges)
+    for i, store in enumerate(sim.network.stores):
+        ratio = float(penalty[i] / (penalty[i] + holding[store]))
+        z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(min(max(ratio, 1e-6), 1 - 1e-6))))
+        cv = float(std[i] / mean[i].clamp_min(1e-6))
+        into = sim.edge_dst == store
+        safety[into] = z * cv * (lead[into] + 1.0).sqrt()
+    return safety
 
 
 def _downstream_lead(sim: InventorySimulator, lead: Tensor) -> Tensor:

@@ -95,6 +95,18 @@ def test_integer_demand_gets_whole_unit_orders_outside_training(cls) -> None:
     assert not torch.equal(orders, orders.round())
 
 
+@pytest.mark.parametrize("lead,penalty", [(1, 4.0), (10, 19.0), (20, 39.0)])
+def test_base_stock_head_starts_at_the_newsvendor_level(lead, penalty) -> None:
+    """A backlogged store's head starts at (about) the optimal base-stock level: training
+    only refines it, however much safety stock a long lead time and high penalty ask for."""
+    from solvers.inventory import base_stock_optimum
+
+    sim = inv.one_store_backlog(lead_time=lead, penalty=penalty)
+    policy = MLPPolicy(sim)
+    start = float(policy.head.level[0] * policy.features.edge_scale[0])
+    assert start == pytest.approx(base_stock_optimum(sim).details["level"], abs=0.3)
+
+
 def test_unknown_head_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="head"):
         MLPPolicy(inv.serial(), head="relu")
