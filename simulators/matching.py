@@ -6,8 +6,10 @@ matching (each person and each object at most once) of maximum total benefit. Le
 unmatched ("no order"/"no vehicle") is worth 0, so only positive benefits are ever matched.
 Benefits are rounded to integers in units of ``resolution``; every method is exact for them.
 
-- ``sap_match``: batched shortest augmenting paths (Hungarian / Jonker-Volgenant) from all
-  free rows at once; the fast batched matcher (see its docstring for the exactness argument).
+- ``sap_match``: batched Jonker-Volgenant: a greedy start and augmenting row reduction over
+  the whole batch, then shortest augmenting paths, each sample at its own pace; on a CPU the
+  few samples still unfinished after a while are finished one by one by scipy (see its
+  docstring for the exactness argument and the finish rule).
 - ``auction_match``: a Jacobi forward auction (Bertsekas 1988) with epsilon scaling and reverse
   steps. Exact because benefits are scaled by ``M + 1`` and the last phase runs at
   ``epsilon = 1``; every phase ends with reverse-auction steps (Bertsekas, Castanon & Tsaknakis
@@ -17,7 +19,7 @@ Benefits are rounded to integers in units of ``resolution``; every method is exa
   linear sum assignment on a sparse balanced reduction).
 
 The batched methods use tensor ops over the batch; the only Python loops are over rounds /
-augmentations, never over samples.
+augmentations, never over samples (except `sap_match`'s optional per-sample finish).
 """
 
 from __future__ import annotations
@@ -32,18 +34,23 @@ UNASSIGNED, NO_MATCH = -2, -1
 MATCHERS = ("auto", "sap", "auction", "scipy")
 # largest [B, M, K] problem accepted (int64 work tensors of this many elements ~ 8 bytes each)
 MAX_PAIRS = 200_000_000
+# sap_match: samples whose search has reached a free column wait until they are this share of
+# the samples still searching, then augment together (0: at once; 1: the whole batch in step)
+WAIT_SHARE = 0.25
 
 
 @dataclass(frozen=True)
 class Matching:
     """``assignment[b, m]``: the object given to person m (``-1``: unmatched); ``choice[b, m]``:
     its position in the candidate list (``-1``: unmatched); ``value[b]``: total benefit of the
-    rounded problem (in benefit units); ``rounds``: auction rounds run."""
+    rounded problem (in benefit units); ``rounds``: auction rounds run (`sap_match`: Dijkstra
+    steps); ``finished_per_sample``: the samples `sap_match` handed to its per-sample finish."""
 
     assignment: Tensor
     choice: Tensor
     value: Tensor
     rounds: int
+    finished_per_sample: int = 0
 
 
 def check_problem_size(batch: int, persons: int, candidates: int, what: str = "matching") -> None:
@@ -61,7 +68,7 @@ def integer_benefits(values: Tensor, valid: Tensor, resolution: float) -> Tensor
     (never better than staying unmatched) become 0 and are ignored."""
     if resolution <= 0:
         raise ValueError(f"resolution: must be > 0, got {resolution}")
-    if not torch.isfinite(values[valid]).all():
+    if not bool((torch.isfinite(values) | ~valid).all()):
         raise ValueError("values: candidate benefits must be finite")
     a = torch.round(values.double() / resolution).to(torch.int64)
     return torch.where(valid & (a > 0), a, torch.zeros_like(a))
@@ -298,10 +305,12 @@ def _reverse(p: _Problem, price: Tensor, owner: Tensor, choice: Tensor, eps: int
 
 def sap_match(
     values: Tensor, candidates: Tensor, n_objects: int, *, resolution: float = 1e-3,
-    greedy_passes: int = 2,
+    greedy_passes: int = 2, reduction_rounds: int = 8, finish: str = "auto",
+    finish_share: float = 0.25, finish_steps: int = 24,
 ) -> Matching:
     """Maximum-benefit matching of every batch sample by batched shortest augmenting paths
-    (Hungarian / Jonker-Volgenant) in torch; ``rounds`` counts the Dijkstra steps.
+    (Hungarian / Jonker-Volgenant) in torch; ``rounds`` counts the Dijkstra steps and
+    ``finished_per_sample`` the samples handed to the per-sample finish.
 
     Exactness: benefits are rounded to integers (units of ``resolution``) and all arithmetic is
     integer (int32 when a bound on distances and duals fits, else int64), so nothing is lost to
@@ -312,27 +321,64 @@ def sap_match(
     could take a left-over column at 0). Minimising ``cost = top - benefit`` (the same as
     maximising benefit, since every row takes one column) from row-reduced
     duals ``u`` and ``v = 0``, the method keeps three invariants: reduced costs
-    ``cost - u - v >= 0``, assigned pairs have reduced cost 0, and free columns have ``v = 0``;
-    with every row assigned these are the optimality conditions of the rectangular problem
-    (as in Crouse 2016, scipy's ``linear_sum_assignment``). A greedy start assigns rows to free
-    columns of reduced cost 0 (invariants hold). Each iteration runs Dijkstra on reduced costs
-    from a virtual source joined at 0 to every free row, scanning whole distance levels, until
-    a free column is reached at distance ``d``; the usual update (``u += d - dist`` on reached
-    rows, ``v -= d - dist`` on scanned columns) keeps the reduced costs >= 0 and makes every
-    shortest path tight; augmenting along one such path per search tree (paths in different
-    trees share no vertex) keeps assigned pairs tight and assigns only free columns with
-    ``v = 0``. Each iteration assigns at least one more row per sample, so it terminates with
-    every row assigned: optimal.
+    ``cost - u - v >= 0``, assigned pairs have reduced cost 0, and free columns have ``v = 0``
+    (all other ``v <= 0``); with every row assigned these are the optimality conditions of the
+    rectangular problem (complementary slackness of its LP, as in Crouse 2016, scipy's
+    ``linear_sum_assignment``). Three stages keep them:
 
-    The batch advances in lockstep (one iteration serves every sample still short of rows);
-    ``greedy_passes`` bounds the greedy start."""
+    1. a greedy start assigns rows to free columns of reduced cost 0 (nothing else changes);
+    2. ``reduction_rounds`` of Jonker-Volgenant's augmenting row reduction, Jacobi style: every
+       free row finds its two smallest ``h1 <= h2`` of ``cost - v`` (column ``j1``; among equal
+       values a free column first); per column the row with the largest ``h2 - h1`` wins, sets
+       ``u = h2`` and lowers ``v[j1]`` by ``h2 - h1`` (so its pair is tight, its other reduced
+       costs stay >= 0, and the other rows' reduced costs only grow), displacing ``j1``'s
+       previous row, which becomes free. Only assigned columns' ``v`` fall and no column is
+       ever freed, so free columns keep ``v = 0``. A tie (``h1 = h2``) onto an assigned column
+       would only swap rows, so it is not bid (this is what stops the classic cycling);
+    3. shortest augmenting paths: Dijkstra on reduced costs from a virtual source joined at 0
+       to every free row, scanning whole distance levels, until a free column is reached at
+       distance ``d``; the usual update (``u += d - dist`` on reached rows, ``v -= d - dist`` on
+       scanned columns) keeps the reduced costs >= 0 and makes every shortest path tight;
+       augmenting along one such path per search tree (paths in different trees share no
+       vertex) keeps assigned pairs tight and assigns only free columns with ``v = 0``. Each
+       iteration assigns at least one more row of its sample, so it terminates with every
+       row assigned: optimal. One step scans one distance level of every sample still
+       searching (the level as a flat list of (sample, row) pairs); a sample that reached a
+       free column augments and starts its next search without waiting for the whole batch
+       (it waits only until the samples so placed are ``WAIT_SHARE`` of those searching, so
+       that the update is shared), since samples differ widely in how many augmentations they
+       need, one after another, when many rows want the same columns.
+
+    ``finish='scipy'`` hands the samples still unfinished, once they are at most
+    ``finish_share`` of the batch or after ``finish_steps`` Dijkstra steps, to scipy's compiled
+    Jonker-Volgenant on the same integer cost rows (exact: the costs are integers and every
+    sum of them stays below 2**52, else the finish is skipped; the sample's partial state is
+    dropped, since any optimum of its cost rows will do): each torch op costs microseconds of
+    overhead on a CPU, so a long tail of sequential augmentations is cheaper there per sample.
+    ``'batched'`` stays in torch to the end; ``'auto'`` is 'scipy' for CPU tensors and
+    'batched' otherwise. ``greedy_passes`` bounds the greedy start."""
+    if finish not in ("auto", "batched", "scipy"):
+        raise ValueError(f"finish: 'auto', 'batched' or 'scipy', got {finish!r}")
+    if not 0.0 <= finish_share <= 1.0:
+        raise ValueError(f"finish_share: must lie in [0, 1], got {finish_share}")
+    if finish_steps < 0:
+        raise ValueError(f"finish_steps: must be >= 0, got {finish_steps}")
     a, valid = _checked_benefits(values, candidates, n_objects, resolution)
     b, m, k = values.shape
+    if a.numel() == 0:  # no pairs at all: nobody is matched
+        none = torch.full((b, m), NO_MATCH, dtype=torch.int64, device=a.device)
+        return Matching(none, none.clone(), torch.zeros(b, dtype=torch.float64), 0)
     local, n = _local_objects(a, candidates, n_objects)
     persons_are_rows = m <= n
     check_problem_size(b, min(m, n), max(m, n), "dense assignment")
-    cost, rows_live, row_min, inf = _cost_matrix(a, local, n, persons_are_rows)
-    col4row, steps = _lsap(cost, rows_live, row_min, inf, greedy_passes)
+    cost, rows_live, row_min, inf, tight = _cost_matrix(a, local, n, persons_are_rows)
+    if finish == "auto":
+        finish = "scipy" if values.device.type == "cpu" else "batched"
+    # scipy works in float64: exact while every sum of costs stays below 2**52
+    per_sample = finish == "scipy" and (inf - 1) * (cost.shape[1] + 1) < 2**52
+    col4row, steps, finished = _lsap(
+        cost, rows_live, row_min, inf, tight, greedy_passes, reduction_rounds,
+        int(finish_share * b) if per_sample else -1, finish_steps if per_sample else -1)
     if persons_are_rows:
         obj = col4row
     else:
@@ -344,18 +390,26 @@ def sap_match(
     listed = (local == obj.unsqueeze(-1)) & (obj >= 0).unsqueeze(-1) & (local >= 0)
     choice = torch.where(listed.any(-1), listed.to(torch.int8).argmax(-1),
                          torch.full_like(obj, NO_MATCH))
-    return _matching_from_choice(choice, candidates, a, resolution, steps)
+    result = _matching_from_choice(choice, candidates, a, resolution, steps)
+    return Matching(result.assignment, result.choice, result.value, steps, finished)
 
 
 def _local_objects(a: Tensor, candidates: Tensor, n_objects: int) -> tuple[Tensor, int]:
-    """Each usable pair's object renumbered ``0..`` within its sample (``-1``: unusable pair),
-    and the largest number of distinct listed objects in a sample."""
+    """Each usable pair's object renumbered ``0..`` within its sample in id order (``-1``:
+    unusable pair), and the largest number of distinct listed objects in a sample. A count
+    table over all ``B x N`` ids when that is small (no sort), else a sort."""
     b = a.shape[0]
     usable = a > 0
-    local = torch.full_like(candidates, -1)
     if not bool(usable.any()):
-        return local, 1
-    key = torch.arange(b, device=a.device).view(b, 1, 1) * n_objects + candidates
+        return torch.full_like(candidates, -1), 1
+    key = torch.arange(b, device=a.device).view(b, 1, 1) * n_objects + candidates.clamp_min(0)
+    if b * n_objects <= max(4 * key.numel(), 1 << 20):
+        listed = torch.zeros(b * n_objects, dtype=torch.int32, device=a.device)
+        listed.scatter_reduce_(0, key.view(-1), usable.view(-1).to(torch.int32), reduce="amax")
+        rank = listed.view(b, n_objects).cumsum(1, dtype=torch.int32)
+        local = rank.view(-1)[key].to(candidates.dtype) - 1
+        return torch.where(usable, local, -1), int(rank[:, -1].max())
+    local = torch.full_like(candidates, -1)
     uniq, inv = torch.unique(key[usable], return_inverse=True)
     batch_of = torch.div(uniq, n_objects, rounding_mode="floor")
     first = torch.searchsorted(batch_of, torch.arange(b, device=a.device))
@@ -365,158 +419,280 @@ def _local_objects(a: Tensor, candidates: Tensor, n_objects: int) -> tuple[Tenso
 
 
 def _cost_matrix(a: Tensor, local: Tensor, n: int, persons_are_rows: bool
-                 ) -> tuple[Tensor, Tensor, Tensor, int]:
+                 ) -> tuple[Tensor, Tensor, Tensor, int, tuple[Tensor, Tensor, Tensor]]:
     """Dense costs ``top - benefit`` ``[B, rows + 1, cols]`` over persons x listed objects (or
     transposed; unlisted pairs cost ``top``, worth "no match"; the last row is padding), in
     int32 when distances and duals provably fit (duals stay within ``top`` since a free column
-    keeps ``v = 0``; the guard is far wider), else int64. Also each row's minimum cost
-    (row-reduced duals), whether the row has any positive pair, and the "infinite" cost."""
-    b, m, _ = a.shape
-    bi, mi, ki = torch.nonzero(local >= 0, as_tuple=True)
-    lo, gain = local[bi, mi, ki], a[bi, mi, ki]
-    shape, row, col = ((b, m, n), mi, lo) if persons_are_rows else ((b, n, m), lo, mi)
-    top = int(gain.max()) if gain.numel() else 1
-    dtype = torch.int32 if 4 * top * (shape[1] + 2) < 2**30 else torch.int64
+    keeps ``v = 0``; the guard is far wider), else int64. Also whether each row has a positive
+    pair, its minimum cost (row-reduced duals), the "infinite" cost, and the pairs ``(batch,
+    row, column)`` at a row's minimum (zero reduced cost from the row-reduced start). Built by
+    scatters over the whole ``[B, M, K]`` lists: unusable pairs land on the padding row, which
+    is reset afterwards."""
+    b, m, k = a.shape
+    usable = local >= 0
+    n_rows, n_cols = (m, n) if persons_are_rows else (n, m)
+    person = torch.arange(m, device=a.device).view(1, m, 1).expand(b, m, k)
+    row, col = (local, person) if not persons_are_rows else (person, local.clamp_min(0))
+    row = torch.where(usable, row, n_rows)
+    top = max(int(a.max()), 1) if a.numel() else 1
+    dtype = torch.int32 if 4 * top * (n_rows + 2) < 2**30 else torch.int64
     inf = 2**30 if dtype == torch.int32 else 2**61
+    flat_row = torch.arange(b, device=a.device).view(b, 1, 1) * (n_rows + 1) + row
+    cost = torch.full((b * (n_rows + 1) * n_cols,), top, dtype=dtype, device=a.device)
+    cost.scatter_(0, (flat_row * n_cols + col).view(-1), (top - a).to(dtype).view(-1))
+    cost = cost.view(b, n_rows + 1, n_cols)
     # one extra row, never live, costs "infinity": the padding of row packs in the search
-    cost = torch.full((b, shape[1] + 1, shape[2]), top, dtype=dtype, device=a.device)
     cost[:, -1] = inf
-    cost[bi, row, col] = (top - gain).to(dtype)
-    best = _row_max(gain.to(dtype), bi, row, (b, shape[1] + 1))
-    return cost, best > 0, top - best, inf
+    gain = a.to(dtype)
+    best = torch.zeros(b * (n_rows + 1), dtype=dtype, device=a.device)
+    best.scatter_reduce_(0, flat_row.view(-1), gain.view(-1), reduce="amax")
+    best = best.view(b, n_rows + 1)
+    best[:, -1] = 0
+    bi, mi, ki = torch.nonzero(usable & (gain == best.view(-1)[flat_row]), as_tuple=True)
+    return cost, best > 0, top - best, inf, (bi, row[bi, mi, ki], col[bi, mi, ki])
 
 
-def _row_max(gain: Tensor, bi: Tensor, row: Tensor, shape: tuple[int, int]) -> Tensor:
-    """The largest gain of each row ``[B, R]`` (0 where a row has none)."""
-    out = torch.zeros(shape[0] * shape[1], dtype=gain.dtype, device=gain.device)
-    out.scatter_reduce_(0, bi * shape[1] + row, gain, reduce="amax")
-    return out.view(shape)
-
-
-def _lsap(cost: Tensor, rows_live: Tensor, u: Tensor, inf: int, greedy_passes: int
-          ) -> tuple[Tensor, int]:
+def _lsap(cost: Tensor, rows_live: Tensor, u: Tensor, inf: int,
+          tight: tuple[Tensor, Tensor, Tensor], greedy_passes: int, reduction_rounds: int,
+          finish_below: int, finish_after: int) -> tuple[Tensor, int, int]:
     """Minimum-cost assignment of every live row of ``cost [B, R, C]`` (``R <= C``) from the
     dual-feasible start ``u`` (row minima), ``v = 0``: ``col4row [B, R]`` (-1 for rows not
-    live) and the Dijkstra steps run."""
+    live), the Dijkstra steps run and the samples finished one by one (see `sap_match`)."""
     b, nr, nc = cost.shape
     u = torch.where(rows_live, u, torch.zeros((), dtype=cost.dtype))
     v = torch.zeros(b, nc, dtype=cost.dtype, device=cost.device)
     col4row = torch.full((b, nr), -1, dtype=torch.int64, device=cost.device)
     row4col = torch.full((b, nc), -1, dtype=torch.int64, device=cost.device)
     if greedy_passes:
-        _greedy(cost == u.unsqueeze(2), rows_live, col4row, row4col, greedy_passes)
-    steps = _augment_all(cost, u, v, col4row, row4col, rows_live, inf)
-    return col4row[:, :-1], steps
+        _greedy(*tight, rows_live, col4row, row4col, greedy_passes)
+    if nc >= 2:
+        _reduce_rows(cost, u, v, col4row, row4col, rows_live, reduction_rounds)
+    finished = [0]
+    steps = _augment_all(cost, u, v, col4row, row4col, rows_live, inf, finish_below, finished,
+                         finish_after)
+    return col4row[:, :-1], steps, finished[0]
 
 
 def _augment_all(cost: Tensor, u: Tensor, v: Tensor, col4row: Tensor, row4col: Tensor,
-                 rows_live: Tensor, inf: int) -> int:
-    """Augment until every live row is assigned (in place). Once only a quarter of the
-    samples still have free rows, continue on those alone: the tail of hard samples then
-    runs on small tensors."""
-    b = cost.shape[0]
+                 rows_live: Tensor, inf: int, finish_below: int, finished: list[int],
+                 finish_after: int = -1) -> int:
+    """Shortest augmenting paths until every live row is assigned (in place), each sample at
+    its own pace: one step scans one distance level of every sample still searching, and a
+    sample that reaches a free column updates its duals, augments and starts its next search
+    in the next step, without waiting for the others. Once only a quarter of the samples
+    are left, continue on those alone. Once at most ``finish_below`` samples are left, or
+    after ``finish_after`` steps (``-1``: never), each sample left is solved by scipy (counted
+    in ``finished``). Returns the steps."""
+    search = _Search(cost, rows_live & (col4row < 0), inf)
     steps = 0
     while True:
-        todo = rows_live & (col4row < 0)
-        active = todo.any(1)
-        n_active = int(active.sum())
-        if n_active == 0:
+        n_found, n_left, deepest = torch.stack(
+            [search.found.sum(), search.searching.sum(), search.levels.max()]).tolist()
+        if deepest > cost.shape[2] + 1:  # each level scans a new column: a bug, never data
+            raise RuntimeError("sap_match: a search ran past every column")
+        if n_found and n_found >= WAIT_SHARE * n_left:
+            search.finish(u, v, col4row, row4col, rows_live)
+            n_left = int(search.searching.sum())
+        if n_left == 0:
             return steps
-        if b >= 16 and 4 * n_active <= b:
-            sel = torch.nonzero(active).squeeze(1)
+        if n_left <= finish_below or 0 <= finish_after <= steps:
+            _finish_per_sample(cost, rows_live, col4row, torch.nonzero(search.searching)[:, 0])
+            finished[0] += n_left
+            return steps
+        b = cost.shape[0]
+        if b >= 16 and 4 * n_left <= b:
+            # continue on the samples left alone (their searches restart: a search changes
+            # nothing before it finishes), so that the tail runs on small tensors
+            sel = torch.nonzero(search.searching)[:, 0]
             parts = [t[sel] for t in (u, v, col4row, row4col)]
-            steps += _augment_all(cost[sel], *parts, rows_live[sel], inf)
+            steps += _augment_all(cost[sel], *parts, rows_live[sel], inf, finish_below,
+                                  finished, finish_after - steps if finish_after >= 0 else -1)
             for t, part in zip((u, v, col4row, row4col), parts):
                 t[sel] = part
             return steps
-        steps += _augment_many(cost, u, v, col4row, row4col, todo, inf)
-
-
-def _greedy(tight: Tensor, rows_live: Tensor, col4row: Tensor, row4col: Tensor,
-            passes: int) -> None:
-    """Start from the row-reduced duals: give rows free columns of zero reduced cost (one row
-    per column per pass). Assigned pairs are tight, so the optimality invariants hold."""
-    b, nr, nc = tight.shape
-    rid = torch.arange(nr, device=tight.device).expand(b, nr)
-    for _ in range(passes):
-        want = rows_live & (col4row < 0)
-        ok = tight & want.unsqueeze(2) & (row4col < 0).unsqueeze(1)
-        has = ok.any(2)
-        if not bool(has.any()):
-            return
-        j = ok.to(torch.int8).argmax(2)
-        winner = torch.full((b, nc), -1, dtype=torch.int64, device=tight.device)
-        winner.scatter_reduce_(1, j, torch.where(has, rid, -1), reduce="amax")
-        wb, wr = torch.nonzero(has & (winner.gather(1, j) == rid), as_tuple=True)
-        col4row[wb, wr] = j[wb, wr]
-        row4col[wb, j[wb, wr]] = wr
-
-
-def _augment_many(cost: Tensor, u: Tensor, v: Tensor, col4row: Tensor, row4col: Tensor,
-                  todo: Tensor, inf: int) -> int:
-    """Shortest augmenting paths from all free rows ``todo`` at once: Dijkstra from a virtual
-    source joined to every free row at 0, scanning whole distance levels, until a free column
-    is reached; the dual update that makes every shortest path tight; augmentation along one
-    shortest path per search tree (paths in different trees of the shortest-path forest share
-    no vertex). The last row of ``cost`` is padding. Updates in place; returns the steps."""
-    b, nr1, nc = cost.shape
-    dev = cost.device
-    flat_cost, flat_u = cost.view(b * nr1, nc), u.view(-1)
-    offset = (torch.arange(b, device=dev) * nr1).unsqueeze(1)
-    shortest = torch.full((b, nc), inf, dtype=cost.dtype, device=dev)
-    path = torch.zeros(b, nc, dtype=torch.int64, device=dev)
-    root_col = torch.zeros(b, nc, dtype=torch.int64, device=dev)
-    root_row = torch.arange(nr1, device=dev).expand(b, nr1).clone()
-    seen_row = todo.clone()
-    seen_col = torch.zeros(b, nc, dtype=torch.bool, device=dev)
-    sinks = torch.zeros(b, nc, dtype=torch.bool, device=dev)
-    rows = _pack(todo, nr1 - 1)
-    searching = todo.any(1)
-    free_col = row4col < 0
-    dist = torch.zeros(b, dtype=cost.dtype, device=dev)
-    steps = 0
-    while True:
         steps += 1
-        idx = (rows + offset).view(-1)
-        r = (flat_cost.index_select(0, idx).view(b, -1, nc)
-             - flat_u.index_select(0, idx).view(b, -1, 1))
-        best, at = r.min(1)
-        best += dist.unsqueeze(1) - v
+        search.scan(u, v, row4col)
+
+
+class _Search:
+    """Dijkstra on reduced costs from a virtual source joined at 0 to every free row of each
+    sample, one whole distance level per `scan`; `finish` ends the searches that reached a
+    free column. The last row of ``cost`` is padding and never scanned."""
+
+    def __init__(self, cost: Tensor, todo: Tensor, inf: int) -> None:
+        b, nr1, nc = cost.shape
+        dev = cost.device
+        self.cost, self.flat_cost, self.inf, self.nr1 = cost, cost.view(b * nr1, nc), inf, nr1
+        self.col_ids = torch.arange(nc, device=dev)
+        self.row_ids = torch.arange(nr1, device=dev).expand(b, nr1)
+        # (distance, row) packed in one int64 key when it cannot overflow
+        self.packed = inf < 2**62 // nr1
+        self.shortest = torch.full((b, nc), inf, dtype=cost.dtype, device=dev)
+        self.path = torch.zeros(b, nc, dtype=torch.int64, device=dev)
+        self.root_col = torch.zeros(b, nc, dtype=torch.int64, device=dev)
+        self.root_row = self.row_ids.clone()
+        self.seen_row = todo.clone()
+        self.seen_col = torch.zeros(b, nc, dtype=torch.bool, device=dev)
+        self.sinks = torch.zeros(b, nc, dtype=torch.bool, device=dev)
+        self.searching = todo.any(1)
+        self.found = torch.zeros(b, dtype=torch.bool, device=dev)
+        self.dist = torch.zeros(b, dtype=cost.dtype, device=dev)
+        self.levels = torch.zeros(b, dtype=torch.int64, device=dev)  # of the current search
+        self.sb, self.sr = torch.nonzero(todo, as_tuple=True)
+
+    def scan(self, u: Tensor, v: Tensor, row4col: Tensor) -> None:
+        """Relax the columns from the level's rows ``(sb, sr)``, then take each searching
+        sample's nearest unscanned columns as its next level: free ones end its search."""
+        b, nc = self.shortest.shape
+        sb, sr = self.sb, self.sr
+        r = (self.flat_cost.index_select(0, sb * self.nr1 + sr)
+             - (u[sb, sr] - self.dist[sb]).unsqueeze(1) - v.index_select(0, sb))
+        slot = (sb * nc).unsqueeze(1) + self.col_ids
+        best, via = _level_min(r, sr, slot, b * nc, self.nr1, self.inf, self.packed)
+        best, via = best.view(b, nc).to(self.shortest.dtype), via.view(b, nc)
         # reduced costs are >= 0, so a scanned column (distance <= dist) never improves
-        better = best < shortest
-        shortest = torch.where(better, best, shortest)
-        via = rows.gather(1, at)
-        path = torch.where(better, via, path)
-        root_col = torch.where(better, root_row.gather(1, via), root_col)
-        open_dist = torch.where(seen_col, inf, shortest)
+        better = best < self.shortest
+        self.shortest = torch.where(better, best, self.shortest)
+        self.path = torch.where(better, via, self.path)
+        self.root_col = torch.where(better, self.root_row.gather(1, via), self.root_col)
+        open_dist = torch.where(self.seen_col, self.inf, self.shortest)
         level = open_dist.min(1, keepdim=True).values
-        dist = torch.where(searching, level.squeeze(1), dist)
-        tie = (open_dist == level) & searching.unsqueeze(1)
-        free = tie & free_col
-        sinks |= free
-        searching &= ~free.any(1)
-        if not bool(searching.any()):
-            break
-        tie &= searching.unsqueeze(1)
-        seen_col |= tie
-        cols = _pack(tie, -1)
-        ok = cols >= 0
-        rows = torch.where(ok, row4col.gather(1, cols.clamp_min(0)), nr1 - 1)
-        seen_row.scatter_(1, rows, True)
-        root_row.scatter_(1, rows, root_col.gather(1, cols.clamp_min(0)))
-    seen_row[:, -1] = False
-    gap = dist.unsqueeze(1)
-    d_row = torch.where(col4row >= 0, shortest.gather(1, col4row.clamp_min(0)), 0)
-    u += torch.where(seen_row, gap - d_row, 0)
-    v -= torch.where(seen_col, gap - shortest, 0)
-    # one sink per search tree, then flip the chosen (vertex-disjoint) paths together
-    sb, sj = torch.nonzero(sinks, as_tuple=True)
-    root = root_col[sb, sj]
-    pick = torch.full((b, nr1), -1, dtype=torch.int64, device=dev)
-    pick[sb, root] = sj
-    keep = pick[sb, root] == sj
-    _flip_paths(path, col4row, row4col, sb[keep], sj[keep])
-    return steps
+        going = self.searching & ~self.found
+        self.levels += going
+        self.dist = torch.where(going, level.squeeze(1), self.dist)
+        tie = (open_dist == level) & going.unsqueeze(1)
+        sinks = tie & (row4col < 0)
+        found = sinks.any(1)
+        self.sinks |= sinks
+        self.found |= found
+        tie &= ~found.unsqueeze(1)
+        self.seen_col |= tie
+        sb, tc = torch.nonzero(tie, as_tuple=True)
+        sr = row4col[sb, tc]
+        self.seen_row[sb, sr] = True
+        self.root_row[sb, sr] = self.root_col[sb, tc]
+        self.sb, self.sr = sb, sr
+
+    def finish(self, u: Tensor, v: Tensor, col4row: Tensor, row4col: Tensor,
+               rows_live: Tensor) -> None:
+        """For the samples that reached free columns at distance ``dist``: the dual update
+        that makes every shortest path tight, augmentation along one shortest path per search
+        tree (different trees share no vertex), and a fresh search from their free rows."""
+        done = self.found.unsqueeze(1)
+        gap = self.dist.unsqueeze(1)
+        d_row = torch.where(col4row >= 0, self.shortest.gather(1, col4row.clamp_min(0)), 0)
+        u += torch.where(self.seen_row & done, gap - d_row, 0)
+        v -= torch.where(self.seen_col & done, gap - self.shortest, 0)
+        sb, sj = torch.nonzero(self.sinks, as_tuple=True)
+        root = self.root_col[sb, sj]
+        pick = torch.full_like(self.root_row, -1)
+        pick[sb, root] = sj
+        keep = pick[sb, root] == sj
+        _flip_paths(self.path, col4row, row4col, sb[keep], sj[keep])
+        todo = rows_live & (col4row < 0) & done
+        self.shortest = torch.where(done, self.inf, self.shortest)
+        self.seen_col &= ~done
+        self.seen_row = torch.where(done, todo, self.seen_row)
+        self.root_row = torch.where(done, self.row_ids, self.root_row)
+        self.dist = torch.where(self.found, 0, self.dist)
+        self.levels = torch.where(self.found, 0, self.levels)
+        self.searching = (self.searching & ~self.found) | todo.any(1)
+        self.found = torch.zeros_like(self.found)
+        self.sinks = torch.zeros_like(self.sinks)
+        fb, fr = torch.nonzero(todo, as_tuple=True)
+        self.sb, self.sr = torch.cat([self.sb, fb]), torch.cat([self.sr, fr])
+
+
+def _finish_per_sample(cost: Tensor, rows_live: Tensor, col4row: Tensor, sel: Tensor) -> None:
+    """Assign the live rows of samples ``sel`` optimally by scipy's Jonker-Volgenant on their
+    integer cost rows (in place; ``row4col`` and the duals of these samples are not kept)."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost_np, live_np = cost.cpu().numpy(), rows_live.cpu().numpy()
+    for s in sel.tolist():
+        rows = np.flatnonzero(live_np[s])
+        r, c = linear_sum_assignment(cost_np[s, rows])
+        col4row[s, torch.as_tensor(rows[r], device=cost.device)] = torch.as_tensor(
+            c, dtype=torch.int64, device=cost.device)
+
+
+def _greedy(bi: Tensor, row: Tensor, col: Tensor, rows_live: Tensor, col4row: Tensor,
+            row4col: Tensor, passes: int) -> None:
+    """Start from the row-reduced duals: give rows free columns of zero reduced cost (the pairs
+    ``(bi, row, col)``; one row per column per pass). Assigned pairs are tight, so the
+    optimality invariants hold. Works on the pair list, never on the dense matrix."""
+    b, nr = col4row.shape
+    nc = row4col.shape[1]
+    flat_c4r, flat_r4c = col4row.view(-1), row4col.view(-1)
+    rkey, ckey = bi * nr + row, bi * nc + col
+    for _ in range(passes):
+        ok = rows_live.view(-1)[rkey] & (flat_c4r[rkey] < 0) & (flat_r4c[ckey] < 0)
+        if not bool(ok.any()):
+            return
+        rk, ck, r, c = rkey[ok], ckey[ok], row[ok], col[ok]
+        # each row proposes its highest free tight column, each column takes its highest row
+        pick = torch.full((b * nr,), -1, dtype=torch.int64, device=bi.device)
+        pick.scatter_reduce_(0, rk, c, reduce="amax")
+        prop = pick[rk] == c
+        rk, ck, r, c = rk[prop], ck[prop], r[prop], c[prop]
+        take = torch.full((b * nc,), -1, dtype=torch.int64, device=bi.device)
+        take.scatter_reduce_(0, ck, r, reduce="amax")
+        won = take[ck] == r
+        flat_c4r[rk[won]] = c[won]
+        flat_r4c[ck[won]] = r[won]
+
+
+def _reduce_rows(cost: Tensor, u: Tensor, v: Tensor, col4row: Tensor, row4col: Tensor,
+                 rows_live: Tensor, rounds: int) -> None:
+    """Jonker-Volgenant's augmenting row reduction, all free rows at once (in place; the
+    invariants it keeps are argued in `sap_match`). Needs at least two columns."""
+    b, nr1, nc = cost.shape
+    flat_cost = cost.view(b * nr1, nc)
+    for _ in range(rounds):
+        sb, sr = torch.nonzero(rows_live & (col4row < 0), as_tuple=True)
+        if sb.numel() == 0:
+            return
+        h = flat_cost.index_select(0, sb * nr1 + sr) - v.index_select(0, sb)
+        # among equal values a free column first (2h + 1 fits: h <= 2 top, see _cost_matrix)
+        two = (2 * h + (row4col >= 0).to(h.dtype).index_select(0, sb)).topk(
+            2, dim=1, largest=False)
+        h1, h2 = torch.div(two.values, 2, rounding_mode="floor").to(torch.int64).unbind(1)
+        j1 = two.indices[:, 0]
+        gain = h2 - h1
+        bid = (gain > 0) | (row4col[sb, j1] < 0)
+        key = torch.where(bid, gain * nr1 + sr, -1)  # largest gain wins; ties: highest row
+        best = torch.full((b * nc,), -1, dtype=torch.int64, device=cost.device)
+        best.scatter_reduce_(0, sb * nc + j1, key, reduce="amax")
+        won = bid & (best[sb * nc + j1] == key)
+        wb, r, j, gain, h2 = sb[won], sr[won], j1[won], gain[won], h2[won]
+        if wb.numel() == 0:
+            return
+        old = row4col[wb, j]
+        had = old >= 0
+        col4row[wb[had], old[had]] = -1
+        row4col[wb, j] = r
+        col4row[wb, r] = j
+        v[wb, j] -= gain.to(v.dtype)
+        u[wb, r] = h2.to(u.dtype)
+
+
+def _level_min(r: Tensor, rows: Tensor, slot: Tensor, n_slots: int, nr1: int, inf: int,
+               packed: bool) -> tuple[Tensor, Tensor]:
+    """Per (sample, column) slot, the smallest of ``r [L, C]`` over the level's rows and the
+    row attaining it (the lowest such row; ``inf`` and row 0 where no row of the level
+    reaches). ``slot [L, C]`` names each entry's slot."""
+    flat_slot = slot.reshape(-1)
+    if packed:
+        key = (r.to(torch.int64) * nr1 + rows.unsqueeze(1)).reshape(-1)
+        low = torch.full((n_slots,), inf * nr1, dtype=torch.int64, device=r.device)
+        low.scatter_reduce_(0, flat_slot, key, reduce="amin")
+        return torch.div(low, nr1, rounding_mode="floor"), torch.remainder(low, nr1)
+    best = torch.full((n_slots,), inf, dtype=r.dtype, device=r.device)
+    best.scatter_reduce_(0, flat_slot, r.reshape(-1), reduce="amin")
+    at = torch.where(r == best[slot], rows.unsqueeze(1), nr1).reshape(-1)
+    via = torch.full((n_slots,), nr1, dtype=torch.int64, device=r.device)
+    via.scatter_reduce_(0, flat_slot, at, reduce="amin")
+    return best, torch.where(via < nr1, via, 0)
 
 
 def _flip_paths(path: Tensor, col4row: Tensor, row4col: Tensor, sb: Tensor, sj: Tensor) -> None:
@@ -529,14 +705,6 @@ def _flip_paths(path: Tensor, col4row: Tensor, row4col: Tensor, sb: Tensor, sj: 
         col4row[sb, i] = sj
         more = prev >= 0
         sb, sj = sb[more], prev[more]
-
-
-def _pack(mask: Tensor, pad: int) -> Tensor:
-    """The indices of the marked entries of each row of ``mask [B, N]``, packed ``[B, T]``
-    (T = the most marks in a row), ``pad`` where a row has fewer."""
-    width = max(1, int(mask.sum(1).max()))
-    marks, idx = mask.to(torch.int16).topk(width, dim=1)
-    return torch.where(marks > 0, idx, pad)
 
 
 def ortools_match(

@@ -34,6 +34,10 @@ def test_auction_and_scipy_equal_ortools(seed, m, n, ties):
     assert torch.allclose(best_all, best, atol=1e-9)
     for result in (mt.sap_match(values, cand, n, resolution=0.01),
                    mt.sap_match(values, cand, n, resolution=0.01, greedy_passes=0),
+                   mt.sap_match(values, cand, n, resolution=0.01, finish="batched"),
+                   mt.sap_match(values, cand, n, resolution=0.01, finish="batched",
+                                greedy_passes=0, reduction_rounds=0),
+                   mt.sap_match(values, cand, n, resolution=0.01, finish_share=1.0),
                    mt.auction_match(values, cand, n, resolution=0.01),
                    mt.scipy_match(values, cand, n, resolution=0.01)):
         assert torch.allclose(result.value, best, atol=1e-9)
@@ -72,9 +76,87 @@ def test_sap_equals_ortools_on_alike_preferences_and_wide_benefits():
     values = base.expand(b, m, n).gather(2, cand) + 0.01 * torch.rand(b, m, k, generator=g)
     for scale in (1.0, 1e7):
         _, best = mt.ortools_match(values * scale, cand, n)
-        result = mt.sap_match(values * scale, cand, n)
-        assert torch.allclose(result.value, best, rtol=0, atol=1e-6 * scale)
-        check_feasible(result, values, cand)
+        for finish in ("batched", "scipy"):
+            result = mt.sap_match(values * scale, cand, n, finish=finish)
+            assert torch.allclose(result.value, best, rtol=0, atol=1e-6 * scale)
+            check_feasible(result, values, cand)
+
+
+def test_sap_equals_ortools_with_duplicate_rows_and_columns():
+    """Dispatch's hard case: vehicles in one zone score every order alike and orders of one
+    kind are scored alike (many exact ties, long chains of augmentations); more vehicles than
+    orders and fewer. Batched to the end, and with the per-sample finish of the tail."""
+    g = torch.Generator().manual_seed(11)
+    b, k = 24, 6
+    for m, n in ((40, 25), (20, 45)):
+        kind = torch.randint(0, 5, (b, m), generator=g)  # order kinds
+        zone = torch.randint(0, 4, (b, n), generator=g)  # vehicle zones
+        table = torch.randint(0, 30, (b, 5, 4), generator=g).float() / 4
+        cand = torch.stack([torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(m)])
+                            for _ in range(b)])
+        values = table[torch.arange(b).view(b, 1, 1), kind.unsqueeze(2), zone.gather(
+            1, cand.view(b, -1)).view(b, m, k)]
+        _, best = mt.ortools_match(values, cand, n, resolution=0.25)
+        batched = mt.sap_match(values, cand, n, resolution=0.25, finish="batched")
+        mixed = mt.sap_match(values, cand, n, resolution=0.25, finish="scipy", finish_share=0.5)
+        early = mt.sap_match(values, cand, n, resolution=0.25, finish="scipy", finish_share=0.0,
+                             finish_steps=2)
+        assert batched.finished_per_sample == 0 and mixed.finished_per_sample > 0
+        assert early.rounds <= 2 and early.finished_per_sample > 0
+        for result in (batched, mixed, early):
+            assert torch.equal(result.value, best)
+            check_feasible(result, values, cand)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), m=st.integers(1, 9), n=st.integers(2, 9),
+       rounds=st.integers(0, 6), ties=st.booleans())
+def test_sap_stages_keep_the_optimality_invariants(seed, m, n, rounds, ties):
+    """After the greedy start, the row reduction and the augmentations: reduced costs
+    >= 0, assigned pairs tight, free columns at v = 0, other columns at v <= 0 (the exactness
+    argument of `sap_match`)."""
+    values, cand = random_instance(seed, 4, m, n, min(n, 4), ties)
+    a, _ = mt._checked_benefits(values, cand, n, 0.5)
+    local, nl = mt._local_objects(a, cand, n)
+    cost, live, u, inf, tight = mt._cost_matrix(a, local, nl, m <= nl)
+    b, nr, nc = cost.shape
+    u = torch.where(live, u, torch.zeros((), dtype=cost.dtype))
+    v = torch.zeros(b, nc, dtype=cost.dtype)
+    col4row = torch.full((b, nr), -1, dtype=torch.int64)
+    row4col = torch.full((b, nc), -1, dtype=torch.int64)
+    mt._greedy(*tight, live, col4row, row4col, 1)
+    stages = [lambda: mt._reduce_rows(cost, u, v, col4row, row4col, live, rounds)] if nc >= 2 \
+        else []
+    stages.append(lambda: mt._augment_all(cost, u, v, col4row, row4col, live, inf, -1, [0]))
+    for stage in stages:
+        stage()
+        reduced = cost - u.unsqueeze(2) - v.unsqueeze(1)
+        assert (reduced[:, :-1][live[:, :-1]] >= 0).all()
+        hit = col4row >= 0
+        assert (reduced.gather(2, col4row.clamp_min(0).unsqueeze(2)).squeeze(2)[hit] == 0).all()
+        assert (v[row4col < 0] == 0).all() and (v <= 0).all()
+        rows = torch.arange(nr).expand(b, nr)
+        assert torch.equal(row4col.gather(1, col4row.clamp_min(0))[hit], rows[hit])
+
+
+def test_level_minimum_is_the_same_packed_or_not():
+    g = torch.Generator().manual_seed(5)
+    r = torch.randint(0, 6, (7, 5), generator=g)
+    rows = torch.randint(0, 9, (7,), generator=g)
+    slot = torch.randint(0, 3, (7, 1), generator=g) * 5 + torch.arange(5)
+    packed = mt._level_min(r, rows, slot, 16, 10, 2**30, True)
+    plain = mt._level_min(r, rows, slot, 16, 10, 2**30, False)
+    assert all(torch.equal(x, y) for x, y in zip(packed, plain))
+    # brute force: the smallest value, then the lowest row attaining it
+    flat_r, flat_slot = r.reshape(-1), slot.reshape(-1)
+    flat_rows = rows.unsqueeze(1).expand_as(r).reshape(-1)
+    for s in range(16):
+        here = flat_slot == s
+        if not here.any():
+            assert packed[0][s] == 2**30 and packed[1][s] == 0
+            continue
+        low = flat_r[here].min()
+        assert packed[0][s] == low and packed[1][s] == flat_rows[here][flat_r[here] == low].min()
 
 
 def test_sap_matches_nothing_without_positive_pairs():
@@ -82,6 +164,10 @@ def test_sap_matches_nothing_without_positive_pairs():
     cand = torch.tensor([[[0, 1], [1, 0]]])
     r = mt.sap_match(values, cand, 2)
     assert r.assignment.tolist() == [[-1, -1]] and float(r.value) == 0.0
+    for shape in ((0, 3, 2), (2, 0, 2), (2, 3, 0)):  # empty batch, no persons, no candidates
+        r = mt.sap_match(torch.ones(shape), torch.zeros(shape, dtype=torch.int64), 1)
+        assert r.assignment.shape == shape[:2] and (r.assignment == -1).all()
+        assert r.value.shape == (shape[0],) and (r.value == 0).all()
 
 
 def test_padding_only_and_negative_scores_match_nothing():
@@ -110,6 +196,12 @@ def test_bad_input_is_a_clear_error():
             fn(values, cand + 10, 4)
         with pytest.raises(ValueError, match="finite"):
             fn(torch.full_like(values, float("nan")), cand.clamp_min(0), 4)
+    with pytest.raises(ValueError, match="finish"):
+        mt.sap_match(values, cand, 4, finish="later")
+    with pytest.raises(ValueError, match="finish_share"):
+        mt.sap_match(values, cand, 4, finish_share=1.5)
+    with pytest.raises(ValueError, match="finish_steps"):
+        mt.sap_match(values, cand, 4, finish_steps=-1)
     with pytest.raises(ValueError, match="idle_arcs"):
         mt.ortools_match(values, cand, 4, idle_arcs="some")
     with pytest.raises(ValueError, match="matcher's limit"):
