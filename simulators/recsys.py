@@ -118,6 +118,7 @@ class _Episodes:
     metric_name = "watch_time/episode"
     lower_is_better = False
     constraint_signals = SIGNALS
+    independent_rows = True  # state and trace tensors are all [B, ...]; sessions don't interact
 
     @property
     def constraint_thresholds(self) -> tuple[float, ...]:
@@ -483,8 +484,8 @@ class TabularRecsysSimulator(_Episodes):
 
     def exact_totals(self, policy, horizon: int | None = None) -> Tensor:
         """Exact expected episode totals ``[1 + K]`` (watch time, then each signal) of any
-        policy (see `solvers.recsys.exact_policy_values`); trainers use it for noise-free
-        dev evaluation."""
+        policy (see `solvers.recsys.exact_policy_values`). The trainers only REPORT it beside
+        their Monte-Carlo dev estimates (history ``exact_*``); selection never reads it."""
         from solvers.recsys import exact_policy_values
 
         vals = exact_policy_values(self, policy, horizon or self.params.horizon)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from oprl import registry
-from oprl.algorithms.constrained_ac import collect, train_rcpo, train_tscac
+from oprl.algorithms.constrained_ac import collect, estimate_totals, train_rcpo, train_tscac
 from policies.recsys import CandidateGNN, CandidateMLP, WeightedRanking, recsys_heuristics
 from simulators.recsys import short_video, tabular
 
@@ -61,22 +61,28 @@ def _run(trainer, steps, start_state=None, capture=None, **hyper):
     return res
 
 
-@pytest.mark.parametrize("hyper", [{}, {"dual_source": "dev", "margin": 0.0, "tolerance": 0.005}])
+@pytest.mark.parametrize("hyper", [
+    {}, {"dual_source": "dev", "margin": 0.0, "tolerance": 0.005},
+    {"dual_source": "sample", "dual_episodes": 64, "dev_z": 1.0, "reeval_fraction": 0.5,
+     "average": 0.5, "mu_kp": 0.5}])
 def test_trainers_follow_the_contract_and_resume_exactly(hyper):
     for trainer in (train_tscac, train_rcpo):
+        other = "reeval_fraction" if trainer is train_rcpo else "mu_kp"  # the other's setting
+        own = {k: v for k, v in hyper.items() if k != other}
         capture = [4]
-        full = _run(trainer, 6, capture=capture, **hyper)
+        full = _run(trainer, 6, capture=capture, **own)
         rows = full.history
         assert rows and all({"step", "wall_s", "dev_reward"} <= set(r) for r in rows)
         assert [r["step"] for r in rows] == sorted(r["step"] for r in rows)
-        resumed = _run(trainer, 6, start_state=capture[1], **hyper)
+        resumed = _run(trainer, 6, start_state=capture[1], **own)
         for a, b in zip(full.policy.state_dict().values(), resumed.policy.state_dict().values()):
             assert torch.equal(a, b)
         assert [r["dev_reward"] for r in full.history] == [r["dev_reward"] for r in resumed.history]
 
 
 @pytest.mark.parametrize("bad", [{"dual_source": "oracle"}, {"tolerance": 1.5},
-                                 {"tolerance": -0.1}])
+                                 {"tolerance": -0.1}, {"dev_z": -1.0}, {"dev_values": "exact"}, {"average": 1.0},
+                                 {"dual_episodes": 1, "dual_source": "sample"}])
 def test_bad_dual_settings_are_a_clear_error(bad):
     for trainer in (train_tscac, train_rcpo):
         with pytest.raises(ValueError, match=next(iter(bad))):
@@ -121,3 +127,84 @@ def test_collect_weighs_continuation_by_the_exit_probability():
     assert torch.equal(real.obs["state_index"], state)
     ended = real.cont == 0
     assert int(ended.sum()) == trace.batch  # every episode ends once (exit or horizon)
+
+
+def test_bad_reeval_fraction_is_a_clear_error():
+    with pytest.raises(ValueError, match="reeval_fraction"):
+        _run(train_tscac, 2, reeval_fraction=1.5)
+
+
+@pytest.mark.parametrize("realised", [False, True])
+def test_monte_carlo_dev_estimate_is_unbiased_and_compaction_exact(realised):
+    """The dev estimate (Monte-Carlo mean and standard error) agrees with the exact totals
+    within 4 s.e. for the LP's stochastic policy; dropping finished sessions from the batch
+    changes nothing but the cost."""
+    from solvers.recsys import cmdp_lp, exact_policy_values
+
+    sim = small_tabular()
+    policy = cmdp_lp(sim).policy
+    trace = sim.sample_trace(4096, seed=11)
+    mean, se = estimate_totals(sim, policy, trace, sim.constraint_signals, realised=realised,
+                               compact=True)
+    full, _ = estimate_totals(sim, policy, trace, sim.constraint_signals, realised=realised)
+    assert torch.allclose(mean, full, rtol=1e-5)
+    exact = exact_policy_values(sim, policy, 30)
+    truth = torch.tensor([exact["watch_time"], *(exact[s] for s in sim.constraint_signals)])
+    assert ((mean - truth).abs() < 4 * se).all() and (se > 0).all()
+
+
+def test_expected_values_have_less_noise_than_realised():
+    sim = small_tabular()
+    trace = sim.sample_trace(2048, seed=12)
+    uniform = CandidateMLP(sim, hidden=(4,), init_gain=0.0)
+    _, se_exp = estimate_totals(sim, uniform, trace, sim.constraint_signals)
+    _, se_real = estimate_totals(sim, uniform, trace, sim.constraint_signals, realised=True)
+    assert (se_exp[1:] < se_real[1:]).all()
+
+
+@pytest.mark.parametrize("trainer", [train_tscac, train_rcpo])
+def test_selection_never_reads_the_exact_evaluator(trainer):
+    """A simulator whose ``exact_totals`` lies trains and selects exactly as one without it:
+    the exact values are only reported (history ``exact_*``)."""
+    sim = small_tabular()
+
+    class Lying:
+        def __getattr__(self, name):
+            return getattr(sim, name)
+
+        def exact_totals(self, policy, horizon=None):
+            return torch.tensor([1e9, -1.0, -1.0, -1.0, -1.0])
+
+    class Without:
+        def __getattr__(self, name):
+            if name == "exact_totals":
+                raise AttributeError(name)
+            return getattr(sim, name)
+
+    out = []
+    for wrapped in (Lying(), Without()):
+        torch.manual_seed(0)
+        net = CandidateMLP(sim, hidden=(8,))
+        out.append(trainer(wrapped, net, steps=6, batch_size=32, dev_episodes=64, eval_every=2,
+                           critic_iters=2, actor_iters=2, minibatch=64, dual_source="dev"))
+    lying, without = out
+    assert lying.best_step == without.best_step
+    assert lying.history[-1]["exact_reward"] == 1e9 and "exact_reward" not in without.history[-1]
+    for a, b in zip(lying.policy.state_dict().values(), without.policy.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_confidence_check_demands_a_surplus_of_z_standard_errors():
+    """A signal exactly at its threshold is met with ``dev_z=0`` and missed with ``dev_z=1``
+    (its estimate less one standard error falls short)."""
+    from oprl.algorithms.constrained_ac import _Run
+
+    sim = small_tabular()
+    net = CandidateMLP(sim, hidden=(4,))
+    vals = torch.tensor([100.0, *sim.constraint_thresholds])
+    se = torch.full((5,), 0.01)
+    for z, short in ((0.0, False), (1.0, True)):
+        run = _Run(sim, net, seed=0, device="cpu", batch_size=4, horizon=5, dev_episodes=4,
+                   eval_every=1, lr=1e-3, critic_lr=1e-3, start_state=None, extra_nets={},
+                   dev_z=z)
+        assert (run.feasible_shortfall(vals, se) > 0) == short

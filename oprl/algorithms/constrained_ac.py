@@ -17,7 +17,11 @@ TSCAC (two-stage constrained actor-critic):
   fitted to it by minimising KL(pi* || pi). The radii are not hand-set: each ``lam_k`` (the
   multiplier of radius k) grows multiplicatively while signal k misses its threshold on the
   training episodes and shrinks while it is met, which finds the widest radii that keep the
-  constraints.
+  constraints. Optionally (``reeval_fraction``) a final phase re-estimates each ``Q_k`` for
+  the current actor: since ``log softmax(Q_k / tau)`` differs from ``Q_k / tau`` by a
+  per-state constant, the mixture is then the Boltzmann policy of the Lagrangian
+  ``Q_main + sum_k (lam_k / tau) Q_k`` of the current actor (soft Lagrangian policy
+  iteration), which closes the gap left by anchors that value the stage-one policies.
 - RCPO (reward-constrained policy optimisation, Tessler et al. 2019): one critic of the
   penalised return ``main + sum_k mu_k c_k``; the actor moves towards ``pi * exp(Q / tau)``
   and the multipliers ``mu_k >= 0`` follow projected dual ascent on the violations.
@@ -29,9 +33,14 @@ actions of a state, so actions are compared without Monte-Carlo noise. Training 
 explore (probability ``explore`` of a uniform choice); the critic still evaluates the actor.
 
 Signals are divided by their threshold (main: by its first-batch mean), so critics and
-temperatures are unit-free. Best-on-dev selection: among dev evaluations whose every signal
-meets its threshold (within ``tolerance``), the highest main return (else the smallest total
-relative shortfall).
+temperatures are unit-free. Best-on-dev selection: the dev estimates are Monte-Carlo rollouts
+of the actor (no exploration) on dev episodes seeded apart from training and evaluation
+(`estimate_totals`, with standard errors); among dev evaluations whose every signal meets its
+threshold with confidence (estimate - ``dev_z`` s.e. >= threshold x (1 - ``tolerance``)), the
+highest main return (else the smallest total relative shortfall). The multipliers follow
+sampled estimates too (``dual_source``: the training batch, a fresh on-policy sample, or the
+dev estimate). Nothing in training or selection reads a model's exact values: a simulator's
+``exact_totals`` is only reported in the history (``exact_*`` columns) beside the estimates.
 
 What a simulator must provide (the fishery domain can reuse this with a survival signal):
 - the engine contract (`oprl.core.Simulator`) with ``params.horizon`` (training episodes);
@@ -47,9 +56,9 @@ What a simulator must provide (the fishery domain can reuse this with a survival
   after the step, its next state drawn independently of the ending; the critics' targets
   then weigh the next state's value by it instead of the realised 0/1 survival, so the
   observation must not depend on whether the episode has ended);
-  ``exact_totals(policy, horizon) -> [1 + K]`` (exact expected episode totals, used for
-  noise-free dev evaluation, model selection and, with ``dual_source='dev'``, the
-  multipliers).
+  ``exact_totals(policy, horizon) -> [1 + K]`` (exact expected episode totals: REPORTED in
+  the history only); ``independent_rows = True`` when every state and trace tensor is
+  ``[B, ...]`` and episodes do not interact (dev rollouts then drop finished episodes).
 What a policy must provide: ``scores(obs) -> [B, A]`` logits with ``forward = softmax``;
 critics are fresh copies of the same network (per-action values through ``scores``).
 """
@@ -70,6 +79,7 @@ from oprl.algorithms.common import DEV_SEED_OFFSET, invoke_callback, step_seed
 from oprl.core import Simulator, Trace, resolve_device
 
 LOG_FLOOR = math.log(1e-12)
+DUAL_SEED_OFFSET = 2_000_029  # the multipliers' on-policy samples (dual_source='sample')
 
 
 @dataclass
@@ -218,20 +228,47 @@ def _q(critic: nn.Module, obs: dict[str, Tensor]) -> Tensor:
         return critic.scores(obs)
 
 
-def evaluate_constraints(sim: Simulator, policy: nn.Module, trace: Trace,
-                         names: tuple[str, ...]) -> Tensor:
-    """Mean episode totals ``[1 + K]`` (main, then each signal) of ``policy`` on ``trace``,
-    or exactly when the simulator offers ``exact_totals(policy, horizon)``."""
+def estimate_totals(sim: Simulator, policy: nn.Module, trace: Trace, names: tuple[str, ...],
+                    *, realised: bool = False, compact: bool = False) -> tuple[Tensor, Tensor]:
+    """Monte-Carlo episode totals of ``policy`` on ``trace`` (no exploration, no gradients):
+    the mean ``[1 + K]`` (main, then each signal) over the episodes and its standard error.
+    Each step counts the simulator's conditional expectation of the step's reward and signals
+    where it reports one (``info['expected_*']``: the same per-step values the critics learn
+    from; unbiased, less noise for rare signals), the realised values with ``realised=True``.
+    It never reads a model's tables. ``compact=True`` drops finished episodes from the batch
+    (once fewer than half are live), which needs a simulator whose state tensors are all
+    ``[B, ...]`` and whose episodes do not interact (``sim.independent_rows``)."""
     was = policy.training
     policy.eval()
-    exact = getattr(sim, "exact_totals", None)
-    if exact is not None:
-        with torch.no_grad():
-            totals = exact(policy, trace.horizon).to(torch.float32)
-    else:
-        totals = collect(sim, policy, trace, names, torch.ones(1 + len(names))).totals.mean(0)
+    state, sub = sim.reset(trace), trace
+    rows = torch.arange(trace.batch, device=trace.device)
+    totals = torch.zeros(trace.batch, 1 + len(names), dtype=torch.float64, device=trace.device)
+    with torch.no_grad():
+        for t in range(trace.horizon):
+            state, reward, info = sim.step(state, policy(sim.observe(state, t, sub)), t, sub)
+            main = reward if realised else info.get("expected_reward", reward)
+            sig = [info[n] if realised else info.get(f"expected_{n}", info[n]) for n in names]
+            totals.index_add_(0, rows, torch.stack([main, *sig], -1).double())
+            if "alive" not in info:
+                continue
+            live = state.get("alive", info["alive"]) > 0
+            if not bool(live.any()):
+                break
+            if compact and 2 * int(live.sum()) < len(rows):
+                keep = live.nonzero().squeeze(1)
+                state = {k: v[keep] for k, v in state.items()}
+                sub, rows = sub.select(keep), rows[keep]
     policy.train(was)
-    return totals
+    se = totals.std(0) / math.sqrt(trace.batch) if trace.batch > 1 else torch.zeros_like(totals[0])
+    return totals.mean(0).float(), se.float()
+
+
+def evaluate_constraints(sim: Simulator, policy: nn.Module, trace: Trace,
+                         names: tuple[str, ...]) -> Tensor:
+    """Mean episode totals ``[1 + K]`` (main, then each signal) of ``policy`` on ``trace``
+    (Monte-Carlo, `estimate_totals`)."""
+    return estimate_totals(sim, policy, trace, names,
+                           compact=bool(getattr(sim, "independent_rows", False)))[0]
 
 
 def _fresh_copy(policy: nn.Module, seed: int) -> nn.Module:
@@ -254,23 +291,36 @@ class _Run:
 
     def __init__(self, sim, policy, *, seed, device, batch_size, horizon, dev_episodes,
                  eval_every, lr, critic_lr, start_state, extra_nets: dict[str, nn.Module],
-                 tolerance: float = 0.0):
+                 tolerance: float = 0.0, dev_z: float = 0.0, dev_values: str = "expected",
+                 dual_episodes: int = 0, average: float = 0.0):
         self.sim, self.policy, self.seed = sim, policy, seed
+        if not 0 <= average < 1:
+            raise ValueError(f"average: must lie in [0, 1), got {average}")
+        self.average = float(average)
         if not 0 <= tolerance < 1:
             raise ValueError(f"tolerance: must lie in [0, 1), got {tolerance}")
-        self.tolerance = float(tolerance)
+        if not (math.isfinite(dev_z) and dev_z >= 0):
+            raise ValueError(f"dev_z: must be a finite number >= 0, got {dev_z}")
+        if dev_values not in ("expected", "realised"):
+            raise ValueError(f"dev_values: {dev_values!r}; allowed 'expected', 'realised'")
+        self.tolerance, self.dev_z = float(tolerance), float(dev_z)
+        self.realised = dev_values == "realised"
+        self.compact = bool(getattr(sim, "independent_rows", False))
         self.dev = resolve_device(device)
         self.names, self.thr = _signals(sim)
         params = getattr(sim, "params", None)
         self.horizon = int(horizon if horizon is not None else params.horizon)
         self.batch_size, self.eval_every = int(batch_size), int(eval_every)
-        if self.batch_size < 1 or self.eval_every < 1 or self.horizon < 1:
-            raise ValueError("batch_size, eval_every and horizon must be >= 1")
-        self.nets = {"policy": policy, **extra_nets}
+        self.dual_episodes = int(dual_episodes)
+        if self.batch_size < 1 or self.eval_every < 1 or self.horizon < 1 or dev_episodes < 1:
+            raise ValueError("batch_size, eval_every, dev_episodes and horizon must be >= 1")
+        self.avg = copy.deepcopy(policy) if self.average > 0 else None
+        self.nets = {"policy": policy, **extra_nets,
+                     **({"avg": self.avg} if self.avg is not None else {})}
         for net in self.nets.values():
             net.to(self.dev)
         self.opts = {k: torch.optim.Adam(n.parameters(), lr=critic_lr if k.startswith("q") else lr)
-                     for k, n in self.nets.items()}
+                     for k, n in self.nets.items() if k != "avg"}
         self.dev_trace = sim.sample_trace(dev_episodes, self.horizon, seed=seed + DEV_SEED_OFFSET,
                                           device=self.dev)
         self.state = {"step": 0, "history": [], "best_state": None, "best_key": None,
@@ -298,28 +348,68 @@ class _Run:
             self.state["scale"] = [main, *[max(float(v), 1e-6) for v in self.thr]]
         return torch.tensor(self.state["scale"])
 
-    def dev_values(self, actor: nn.Module) -> Tensor:
-        return evaluate_constraints(self.sim, actor, self.dev_trace, self.names)
+    @property
+    def kept(self) -> nn.Module:
+        """The policy that dev evaluation judges and selection keeps: the actor, or with
+        ``average > 0`` the exponential moving average of its weights over the steps since
+        `average_step` was first called (smooths the step-to-step swings of the actor)."""
+        return self.avg if self.avg is not None and self.state["extra"].get("avg_on") else self.policy
 
-    def consider(self, step: int, vals: Tensor) -> None:
+    def average_step(self) -> None:
+        """Fold the actor's current weights into the moving average (the first call copies)."""
+        if self.avg is None:
+            return
+        with torch.no_grad():
+            started = self.state["extra"].get("avg_on", False)
+            for a, p in zip(self.avg.state_dict().values(), self.policy.state_dict().values()):
+                if started and a.is_floating_point():
+                    a.lerp_(p, 1.0 - self.average)
+                else:
+                    a.copy_(p)
+        self.state["extra"]["avg_on"] = True
+
+    def dev_values(self, actor: nn.Module) -> tuple[Tensor, Tensor]:
+        """Monte-Carlo dev totals of ``actor`` and their standard errors (`estimate_totals`)."""
+        return estimate_totals(self.sim, actor, self.dev_trace, self.names,
+                               realised=self.realised, compact=self.compact)
+
+    def dual_values(self, actor: nn.Module, step: int) -> Tensor:
+        """Fresh on-policy totals of ``actor`` (``dual_episodes`` episodes of their own seed,
+        apart from training, dev and evaluation traces) for the multipliers' update."""
+        trace = self.sim.sample_trace(self.dual_episodes, self.horizon,
+                                      seed=step_seed(self.seed + DUAL_SEED_OFFSET, step),
+                                      device=self.dev)
+        return estimate_totals(self.sim, actor, trace, self.names, realised=self.realised,
+                               compact=self.compact)[0]
+
+    def feasible_shortfall(self, vals: Tensor, se: Tensor) -> float:
+        """Total relative shortfall of the dev estimates, less ``dev_z`` standard errors, below
+        threshold x (1 - tolerance): 0 when every constraint is met with that confidence."""
+        return _shortfall(vals[1:] - self.dev_z * se[1:], self.thr * (1 - self.tolerance))
+
+    def consider(self, step: int, vals: Tensor, se: Tensor) -> None:
         """Keep the policy's weights if ``vals`` (its dev totals) beat the best so far: feasible
-        (every signal >= threshold x (1 - tolerance)) first, then the highest main return."""
-        short = _shortfall(vals[1:], self.thr * (1 - self.tolerance))
+        (`feasible_shortfall` 0) first, then the highest main return."""
+        short = self.feasible_shortfall(vals, se)
         key = (short > 0, short, -float(vals[0]))
         if self.state["best_key"] is None or key < tuple(self.state["best_key"]):
             self.state.update(best_key=list(key), best_step=step, best_state={
-                k: v.detach().clone() for k, v in self.policy.state_dict().items()})
+                k: v.detach().clone() for k, v in self.kept.state_dict().items()})
 
     def record(self, step: int, stage: int, actor: nn.Module, selectable: bool,
-               extra: dict[str, float], callback, vals: Tensor | None = None) -> None:
-        vals = self.dev_values(actor) if vals is None else vals
-        feasible = bool(_shortfall(vals[1:], self.thr * (1 - self.tolerance)) == 0)
+               extra: dict[str, float], callback,
+               dev: tuple[Tensor, Tensor] | None = None) -> None:
+        vals, se = self.dev_values(actor) if dev is None else dev
+        feasible = self.feasible_shortfall(vals, se) == 0
         row = {"step": step, "stage": stage, "dev_reward": float(vals[0]),
                "dev_feasible": float(feasible), "wall_s": time.perf_counter() - self.start_time,
-               **{f"dev_{n}": float(v) for n, v in zip(self.names, vals[1:])}, **extra}
+               "dev_reward_se": float(se[0]),
+               **{f"dev_{n}": float(v) for n, v in zip(self.names, vals[1:])},
+               **{f"dev_{n}_se": float(v) for n, v in zip(self.names, se[1:])},
+               **_reported_exact(self.sim, actor, self.names, self.horizon), **extra}
         self.state["history"].append(row)
         if selectable:
-            self.consider(step, vals)
+            self.consider(step, vals, se)
         if callback is not None:
             invoke_callback(callback, step, self.policy, self.opts["policy"], self.state["history"],
                   self.snapshot)
@@ -339,6 +429,22 @@ class _Run:
                                  list(self.state["extra"].get("lam", [])))
 
 
+def _reported_exact(sim: Simulator, actor: nn.Module, names: tuple[str, ...],
+                    horizon: int) -> dict[str, float]:
+    """``exact_<name>`` history columns where the simulator offers ``exact_totals``: REPORTED
+    only (how far the sampled dev estimates were from the truth); nothing reads them."""
+    exact = getattr(sim, "exact_totals", None)
+    if exact is None:
+        return {}
+    was = actor.training
+    actor.eval()
+    with torch.no_grad():
+        vals = exact(actor, horizon)
+    actor.train(was)
+    return {"exact_reward": float(vals[0]),
+            **{f"exact_{n}": float(v) for n, v in zip(names, vals[1:])}}
+
+
 def _unit(j: int, k_n: int) -> Tensor:
     out = torch.zeros(1 + k_n)
     out[j] = 1.0
@@ -355,6 +461,7 @@ def train_tscac(
     *,
     steps: int = 200,
     stage1_fraction: float = 0.3,
+    reeval_fraction: float = 0.0,
     batch_size: int = 256,
     horizon: int | None = None,
     lr: float = 3e-3,
@@ -366,7 +473,11 @@ def train_tscac(
     lam_lr: float = 0.3,
     margin: float = 0.02,
     dual_source: str = "batch",
+    dual_episodes: int = 1024,
     tolerance: float = 0.0,
+    dev_z: float = 0.0,
+    dev_values: str = "expected",
+    average: float = 0.0,
     critic_iters: int = 30,
     actor_iters: int = 10,
     minibatch: int = 512,
@@ -384,33 +495,49 @@ def train_tscac(
     policy iteration) and stage two mixes their Boltzmann policies ``softmax(Q_k /
     stage1_tau)`` (exact log-probabilities at any sharpness); stage two moves ``damping`` of
     the way (in log space) from the current actor to the closed-form mixture each step.
-    ``lam_init`` defaults to ``stage1_tau / 2`` (multipliers ``lam_k / stage1_tau`` of 0.5). Training episodes explore: with probability
-    ``explore`` the item is uniform. ``margin`` asks each signal to exceed its threshold by
-    that fraction on training batches, so the kept policy meets it on fresh episodes too.
-    ``dual_source='dev'`` moves the multipliers on the actor's dev totals instead (exact where
-    the simulator offers ``exact_totals``: no sampling noise, so ``margin`` can be 0) and
-    considers every stage-two step for selection; ``tolerance`` is the relative shortfall
-    that selection still counts as meeting a threshold."""
+    In the last ``reeval_fraction`` of stage two the signal critics ``Q_k`` are re-estimated
+    for the current actor (expected SARSA on its batches, warm-started from stage one), so
+    the mixture's anchors ``softmax(Q_k / stage1_tau)`` become the improvement directions of
+    each signal from where the actor is; 0 keeps the stage-one anchors throughout.
+    ``lam_init`` defaults to ``stage1_tau / 2`` (multipliers ``lam_k / stage1_tau`` of 0.5).
+    Training episodes explore: with probability ``explore`` the item is uniform.
+
+    The multipliers ``lam_k`` move each stage-two step on an estimate of the actor's signal
+    totals, aiming at threshold x (1 + ``margin``): ``dual_source='batch'`` the training
+    batch (exploring), ``'sample'`` a fresh on-policy Monte-Carlo sample of
+    ``dual_episodes`` episodes, ``'dev'`` the dev estimate (then every stage-two step is
+    also considered for selection). Selection: the dev estimates (Monte-Carlo on
+    ``dev_episodes`` dev episodes, `estimate_totals`; ``dev_values='realised'`` counts the
+    realised signals instead of their per-step expectations) count a threshold as met when
+    ``estimate - dev_z x s.e. >= threshold x (1 - tolerance)``. With ``average > 0`` dev
+    evaluation and selection judge the exponential moving average (decay ``average`` per
+    stage-two step) of the actor's weights instead of the actor itself: an average of the
+    last policies, steadier than any one of them (``dual_source='dev'`` then moves the
+    multipliers on the average too; the other sources follow the actor)."""
     if not 0 < stage1_fraction < 1:
         raise ValueError(f"stage1_fraction: must lie in (0, 1), got {stage1_fraction}")
-    _check_dual_source(dual_source)
+    if not 0 <= reeval_fraction <= 1:
+        raise ValueError(f"reeval_fraction: must lie in [0, 1], got {reeval_fraction}")
+    _check_dual_source(dual_source, dual_episodes)
     names, _ = _signals(sim)
     k_n = len(names)
     aux = {f"aux{k}": _fresh_copy(policy, seed * 101 + k) for k in range(k_n)}
     critics = {f"q{j}": _fresh_copy(policy, seed * 101 + 50 + j) for j in range(1 + k_n)}
     run = _Run(sim, policy, seed=seed, device=device, batch_size=batch_size, horizon=horizon,
                dev_episodes=dev_episodes, eval_every=eval_every, lr=lr, critic_lr=critic_lr,
-               start_state=start_state, tolerance=tolerance,
-               extra_nets={**aux, **critics})
+               start_state=start_state, tolerance=tolerance, dev_z=dev_z, dev_values=dev_values,
+               dual_episodes=dual_episodes, average=average, extra_nets={**aux, **critics})
     per_signal = run.state["extra"].setdefault(  # fixed at the start: a resumed run keeps it
         "per_signal", max(1, int(steps * stage1_fraction) // k_n))
     stage1_end = per_signal * k_n
+    reeval_start = steps - int(round(reeval_fraction * max(steps - stage1_end, 0)))
     scale = run.scale()
     lam0 = 0.5 * stage1_tau if lam_init is None else lam_init
     lam = run.state["extra"].setdefault("lam", [lam0] * k_n)
     while run.state["step"] < steps:
         step = run.state["step"]
         gen = _gen(seed, step)
+        dev = None
         if step < stage1_end:  # stage one: signal k's own policy and critic
             k = step // per_signal
             actor, critic = aux[f"aux{k}"], critics[f"q{k + 1}"]
@@ -422,18 +549,20 @@ def train_tscac(
             extra = {"signal": float(k)}
         else:  # stage two: main critic, geometric mixture of stage one tilted by it
             batch = collect(sim, policy, run.trace(step), names, scale, explore)
-            fit_critic_td(critics["q0"], run.opts["q0"], batch, _unit(0, k_n), policy,
-                          critic_iters, minibatch, gen, gamma)
+            refit = range(1 + k_n) if step >= reeval_start else range(1)
+            for j in refit:  # the main critic, and the signals' in the re-estimation phase
+                fit_critic_td(critics[f"q{j}"], run.opts[f"q{j}"], batch, _unit(j, k_n), policy,
+                              critic_iters, minibatch, gen, gamma)
             total = float(sum(lam))
             logits = _q(critics["q0"], batch.obs) / total
-            for j in range(k_n):  # log pi_j of the Boltzmann stage-one policy of critic j
+            for j in range(k_n):  # log pi_j of the Boltzmann policy of critic j
                 log_pi = torch.log_softmax(_q(critics[f"q{j + 1}"], batch.obs) / stage1_tau, -1)
                 logits = logits + (lam[j] / total) * log_pi
             logits = damping * logits + (1 - damping) * _logp(policy, batch.obs)
             fit_actor(policy, run.opts["policy"], batch.obs, torch.softmax(logits, -1),
                       actor_iters, minibatch, gen)
-            dev_vals = _dual_values(run, step + 1, dual_source)
-            got = batch.totals.mean(0)[1:] if dev_vals is None else dev_vals[1:]
+            run.average_step()
+            got, dev = _dual_estimate(run, step + 1, dual_source, batch)
             want = run.thr * (1 + margin)
             violation = ((want - got) / want.clamp_min(1e-9)).clamp(-1.0, 1.0)
             lam[:] = (torch.tensor(lam) * torch.exp(lam_lr * violation)).clamp(1e-4, 1e3).tolist()
@@ -442,24 +571,30 @@ def train_tscac(
         done = run.state["step"]
         if done % run.eval_every == 0 or done in (stage1_end, steps):
             stage = 1 if step < stage1_end else 2
-            shown = aux[f"aux{step // per_signal}"] if stage == 1 else policy
-            run.record(done, stage, shown, stage == 2, extra, callback,
-                       dev_vals if stage == 2 else None)
+            shown = aux[f"aux{step // per_signal}"] if stage == 1 else run.kept
+            run.record(done, stage, shown, stage == 2, extra, callback, dev)
     return run.finish()
 
 
-def _check_dual_source(dual_source: str) -> None:
-    if dual_source not in ("batch", "dev"):
-        raise ValueError(f"dual_source: {dual_source!r}; allowed 'batch', 'dev'")
+def _check_dual_source(dual_source: str, dual_episodes: int) -> None:
+    if dual_source not in ("batch", "dev", "sample"):
+        raise ValueError(f"dual_source: {dual_source!r}; allowed 'batch', 'sample', 'dev'")
+    if dual_source == "sample" and dual_episodes < 2:
+        raise ValueError(f"dual_episodes: must be >= 2 with dual_source='sample', "
+                         f"got {dual_episodes}")
 
 
-def _dual_values(run: _Run, step: int, dual_source: str) -> Tensor | None:
-    """With ``dual_source='dev'``: the actor's dev totals (also offered for selection)."""
-    if dual_source != "dev":
-        return None
-    vals = run.dev_values(run.policy)
-    run.consider(step, vals)
-    return vals
+def _dual_estimate(run: _Run, step: int, dual_source: str,
+                   batch: Batch) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+    """The signal totals ``[K]`` the multipliers follow, and the dev estimate when it was
+    computed (``dual_source='dev'``: then also offered for selection)."""
+    if dual_source == "sample":
+        return run.dual_values(run.policy, step)[1:], None
+    if dual_source == "dev":
+        vals, se = run.dev_values(run.kept)
+        run.consider(step, vals, se)
+        return vals[1:], (vals, se)
+    return batch.totals.mean(0)[1:], None
 
 
 def train_rcpo(
@@ -474,9 +609,14 @@ def train_rcpo(
     tau: float = 0.1,
     explore: float = 0.1,
     mu_lr: float = 0.05,
+    mu_kp: float = 0.0,
     margin: float = 0.02,
     dual_source: str = "batch",
+    dual_episodes: int = 1024,
     tolerance: float = 0.0,
+    dev_z: float = 0.0,
+    dev_values: str = "expected",
+    average: float = 0.0,
     critic_iters: int = 30,
     actor_iters: int = 10,
     minibatch: int = 512,
@@ -490,19 +630,23 @@ def train_rcpo(
 ) -> ConstrainedResult:
     """Lagrangian actor-critic (RCPO): one critic of the penalised return
     ``main + sum_k mu_k signal_k`` (normalised units), the actor moved towards
-    ``pi * exp(Q / tau)`` (exploring as in `train_tscac`), and ``mu_k >= 0`` by projected dual ascent on each batch's
-    violation of ``threshold_k (1 + margin)`` (or the dev totals' with ``dual_source='dev'``,
-    as in `train_tscac`)."""
-    _check_dual_source(dual_source)
+    ``pi * exp(Q / tau)`` (exploring as in `train_tscac`), and ``mu_k >= 0`` by projected
+    dual ascent on the violation of ``threshold_k (1 + margin)`` by the estimate that
+    ``dual_source`` names; dev selection and ``average`` as in `train_tscac`. ``mu_kp > 0``
+    adds a proportional term, ``mu = max(0, I + mu_kp x violation)`` with ``I`` the
+    integral (PID Lagrangian, Stooke et al. 2020): it damps the multipliers' overshoot
+    (pure integration lags the actor and cycles)."""
+    _check_dual_source(dual_source, dual_episodes)
     names, _ = _signals(sim)
     k_n = len(names)
     critic = _fresh_copy(policy, seed * 101 + 50)
     run = _Run(sim, policy, seed=seed, device=device, batch_size=batch_size, horizon=horizon,
                dev_episodes=dev_episodes, eval_every=eval_every, lr=lr, critic_lr=critic_lr,
-               start_state=start_state, tolerance=tolerance,
-               extra_nets={"q": critic})
+               start_state=start_state, tolerance=tolerance, dev_z=dev_z, dev_values=dev_values,
+               dual_episodes=dual_episodes, average=average, extra_nets={"q": critic})
     scale = run.scale()
     mu = run.state["extra"].setdefault("lam", [0.0] * k_n)
+    integral = run.state["extra"].setdefault("mu_integral", [0.0] * k_n)
     while run.state["step"] < steps:
         step = run.state["step"]
         gen = _gen(seed, step)
@@ -512,14 +656,15 @@ def train_rcpo(
                       gen, gamma)
         target = torch.softmax(_logp(policy, batch.obs) + _q(critic, batch.obs) / tau, -1)
         fit_actor(policy, run.opts["policy"], batch.obs, target, actor_iters, minibatch, gen)
-        dev_vals = _dual_values(run, step + 1, dual_source)
-        got = batch.totals.mean(0)[1:] if dev_vals is None else dev_vals[1:]
+        run.average_step()
+        got, dev = _dual_estimate(run, step + 1, dual_source, batch)
         want = run.thr * (1 + margin)
         violation = (want - got) / want.clamp_min(1e-9)
-        mu[:] = (torch.tensor(mu) + mu_lr * violation).clamp_min(0.0).tolist()
+        integral[:] = (torch.tensor(integral) + mu_lr * violation).clamp_min(0.0).tolist()
+        mu[:] = (torch.tensor(integral) + mu_kp * violation).clamp_min(0.0).tolist()
         run.state["step"] = step + 1
         done = run.state["step"]
         if done % run.eval_every == 0 or done == steps:
-            run.record(done, 2, policy, True, {f"mu_{n}": v for n, v in zip(names, mu)}, callback,
-                       dev_vals)
+            run.record(done, 2, run.kept, True, {f"mu_{n}": v for n, v in zip(names, mu)},
+                       callback, dev)
     return run.finish()

@@ -14,15 +14,20 @@ _COMMON = ("horizon", "warmup", "eval_horizon", "eval_warmup")
 _SHARED = {"policies": _POLICIES, "algorithms": _ALGORITHMS, "common_params": _COMMON,
            "algorithm": "tscac", "policy": "mlp", "bench_algorithms": ("tscac", "rcpo")}
 
-# tabular: the multipliers follow the actor's exact totals (no sampling noise, so no margin;
-# "met" = within 0.5% of the threshold, as in benchmarks/recsys.py), stage one gets 37 steps
-# per signal, critics fit longer at a lower rate, stage two moves 30% of the way each step
-_TABULAR_DUALS = {"dual_source": "dev", "margin": 0.0, "tolerance": 0.005, "critic_iters": 60,
-                  "critic_lr": 3e-3}
+# tabular: selection and multipliers on SAMPLED estimates only (the exact evaluator is reported,
+# never read): dev = 65,536 Monte-Carlo episodes every 5 steps, a threshold counts as met when
+# the estimate less 1.5 standard errors reaches it; the multipliers follow a fresh on-policy
+# sample of 4,096 episodes per step aiming 1.5% above each threshold; the kept policy is the
+# moving average (decay 0.9) of the actor's weights. TSCAC: 37 stage-one steps per signal,
+# critics re-estimated for the current actor in the last half of stage two; stage two moves
+# 30% of the way each step. RCPO: PID-style multipliers (proportional term 1.0).
+_TABULAR_SELECTION = {"dual_source": "sample", "dual_episodes": 4096, "margin": 0.015,
+                      "dev_episodes": 65536, "dev_z": 1.5, "tolerance": 0.0, "eval_every": 5,
+                      "average": 0.9, "critic_iters": 60, "critic_lr": 3e-3}
 _TABULAR_ALGOS = {
-    "tscac": {**_TABULAR_DUALS, "steps": 300, "stage1_fraction": 0.5, "stage1_tau": 0.02,
-              "damping": 0.3},
-    "rcpo": {**_TABULAR_DUALS, "steps": 200, "explore": 0.25},
+    "tscac": {**_TABULAR_SELECTION, "steps": 300, "stage1_fraction": 0.5, "stage1_tau": 0.02,
+              "damping": 0.3, "reeval_fraction": 0.5},
+    "rcpo": {**_TABULAR_SELECTION, "steps": 200, "explore": 0.25, "mu_kp": 1.0},
 }
 
 SCENARIOS = [
