@@ -34,7 +34,7 @@ def test_hdpo_reaches_tuned_base_stock_on_one_store_backlog() -> None:
 
 
 def test_base_stock_head_reaches_the_base_stock_optimum_closely() -> None:
-    """The echelon base-stock head learns the optimal level (it starts with no safety stock):
+    """The echelon base-stock head starts at the newsvendor level and training keeps it there:
     within 0.3% of the exact optimum on the same traces after 60 short steps."""
     from solvers.inventory import base_stock_optimum
 
@@ -44,7 +44,7 @@ def test_base_stock_head_reaches_the_base_stock_optimum_closely() -> None:
     test = sim.sample_trace(64, 400, seed=99)
     optimum = evaluate_cost(sim, base_stock_optimum(sim).policy, test, 100)
     learned = evaluate_cost(sim, result.policy, test, 100)
-    assert result.history[0]["dev_cost"] > 2 * result.best_dev_cost  # no safety stock at first
+    assert result.history[0]["dev_cost"] <= 1.01 * result.best_dev_cost  # starts near the optimum
     assert learned <= 1.003 * optimum, (learned, optimum)
 
 
