@@ -141,10 +141,7 @@ def _single_stage(
 ) -> tuple[float, float, float]:
     """(quantile level, expected newsvendor cost, per-period mean) for the sum of ``periods``
     clipped normals."""
-    n1 = int(math.ceil((mean + 12 * std) / delta)) + 2
-    single = _clipped_normal_cells(np.array(mean), np.array(std), delta, n1)
-    size = periods * n1
-    pmf = _trim(_convolve_power(single, periods, size))
+    pmf, single = _clipped_normal_sum(mean, std, periods, delta)
     grid = np.arange(len(pmf)) * delta
     cdf = np.cumsum(pmf)
     ratio = b / (b + h)
@@ -154,8 +151,17 @@ def _single_stage(
     frac = (ratio - lo) / max(pmf[k], 1e-300)
     level = float(grid[k] + (frac - 0.5) * delta) if k > 0 else float(grid[0])
     cost = _newsvendor_cost(pmf, delta, level, h, b)
-    mu1 = float((single * np.arange(n1) * delta).sum())
+    mu1 = float((single * np.arange(len(single)) * delta).sum())
     return level, cost, mu1
+
+
+def _clipped_normal_sum(
+    mean: float, std: float, periods: int, delta: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pmf of the sum of ``periods`` iid clipped normals, pmf of one) on a grid of ``delta``."""
+    n1 = int(math.ceil((mean + 12 * std) / delta)) + 2
+    single = _clipped_normal_cells(np.array(mean), np.array(std), delta, n1)
+    return _trim(_convolve_power(single, periods, periods * n1)), single
 
 
 def _newsvendor_cost(pmf: np.ndarray, delta: float, level: float, h: float, b: float) -> float:
@@ -573,9 +579,7 @@ def balanced_allocation_bound(
     h, b, mu, sd = float(h_all[0]), float(b_all[0]), float(mean[0]), float(std[0])
     # G on a grid: one store's demand over its L_s + 1 periods
     delta_s = max(sd, 1e-3) / store_cells
-    n1 = int(math.ceil((mu + 12 * sd) / delta_s)) + 2
-    single = _clipped_normal_cells(np.array(mu), np.array(sd), delta_s, n1)
-    store_pmf = _trim(_convolve_power(single, ls + 1, (ls + 1) * n1))
+    store_pmf, _ = _clipped_normal_sum(mu, sd, ls + 1, delta_s)
     xs, g_grid = _newsvendor_on_grid(store_pmf, delta_s, h, b)
     mean_store = float((store_pmf * xs).sum())
 
@@ -905,7 +909,8 @@ def references(sim: InventorySimulator, trace: Trace, warmup: int) -> list[Solve
     (a Pyomo model of 1,000 periods x 10 stores takes ~10 s to build and ~3 s per solve on
     2 cores); `details['subset']` says what was used. `per_trace` (paired gaps on those
     episodes) is given only when the LP covers the evaluation's periods; on a shorter window
-    the bound is one number compared unpaired (its values in `details['window_values']`). With zero ordering costs and a warm-up longer than the lead times, hindsight
+    the bound is one number compared unpaired (its values in `details['window_values']`).
+    With zero ordering costs and a warm-up longer than the lead times, hindsight
     orders match demand exactly and the bound is 0 (`details['trivial']`).
     """
     name = sim.name
