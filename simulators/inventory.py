@@ -621,7 +621,7 @@ class InventorySimulator:
         if not action.is_cuda and not torch.isfinite(action.sum()):
             raise ValueError("action: order quantities must be finite (no NaN or inf)")
         demand = trace["demand"][:, t]
-        (onhand, pipeline, in_transit, ship, store_stock, sales, shortfall, holding_cost,
+        (onhand, pipeline, in_transit, ship, store_stock, shortfall, holding_cost,
          underage_cost, ordering_cost) = self._period(state, action.clamp_min(0.0), demand)
         cost = holding_cost + underage_cost + ordering_cost
         new_state = dict(state, onhand=onhand, pipeline=pipeline, in_transit=in_transit)
@@ -629,8 +629,7 @@ class InventorySimulator:
         info = LazyDict({"cost": cost, "holding_cost": holding_cost,
                          "underage_cost": underage_cost, "ordering_cost": ordering_cost}, {
             "demand": lambda: demand.sum(-1),
-            "sales": lambda: (torch.minimum(store_stock.clamp_min(0.0), demand)
-                              if sales is None else sales).sum(-1),
+            "sales": lambda: torch.minimum(store_stock.clamp_min(0.0), demand).sum(-1),
             "shortfall": lambda: shortfall.sum(-1),
             "shipped": lambda: ship.sum(-1),
         })
@@ -658,10 +657,8 @@ class InventorySimulator:
             short = store_stock - demand
             after = short.clamp_min(0.0)
             shortfall = after - short
-            sales = None
         else:
             after = store_stock - demand
-            sales = None
             shortfall = (-after).clamp_min(0.0)
         onhand = idx.with_store_values(onhand, after)
         # every location is >= 0 under lost sales (only backlogged stores go negative)
@@ -671,7 +668,7 @@ class InventorySimulator:
         ordering_cost = (_row_dot(state["order_cost"], ship) if self._has_order_cost
                          else torch.zeros_like(holding_cost))
         onhand = onhand + idx.edges_to_nodes(arrivals)
-        return (onhand, pipeline, in_transit, ship, store_stock, sales, shortfall, holding_cost,
+        return (onhand, pipeline, in_transit, ship, store_stock, shortfall, holding_cost,
                 underage_cost, ordering_cost)
 
     def _feasible(self, order: Tensor, onhand: Tensor, idx: _Incidence) -> tuple[Tensor, Tensor]:
