@@ -127,6 +127,14 @@ def echelon_members(sim: InventorySimulator) -> Tensor:
     return member
 
 
+def critical_ratios(sim: InventorySimulator) -> Tensor:
+    """Each store's newsvendor critical ratio p / (p + h) ``[S]`` (per-sample costs averaged)."""
+    p = sim.params
+    holding = p.holding if p.holding.dim() == 1 else p.holding.mean(0)
+    penalty = p.penalty if p.penalty.dim() == 1 else p.penalty.mean(0)
+    return penalty / (penalty + holding[sim.network.stores])
+
+
 def newsvendor_levels(sim: InventorySimulator) -> Tensor:
     """Base-stock levels from a Normal approximation of each store's demand over its lead time
     plus one period at the critical ratio p/(p+h); an upstream location covers the mean demand
@@ -137,13 +145,11 @@ def newsvendor_levels(sim: InventorySimulator) -> Tensor:
     if lead.dim() == 2:
         raise ValueError("newsvendor: per-sample lead times are not supported")
     levels = torch.zeros(sim.network.n_nodes)
-    holding = p.holding if p.holding.dim() == 1 else p.holding.mean(0)
-    penalty = p.penalty if p.penalty.dim() == 1 else p.penalty.mean(0)
+    ratios = critical_ratios(sim)
     primary = primary_inbound_edges(sim)
     for i, store in enumerate(sim.network.stores):
         cover = lead[primary[store]] + 1
-        ratio = float(penalty[i] / (penalty[i] + holding[store]))
-        levels[store] = mean[i] * cover + float(norm.ppf(ratio)) * std[i] * cover.sqrt()
+        levels[store] = mean[i] * cover + float(norm.ppf(float(ratios[i]))) * std[i] * cover.sqrt()
     for node in range(sim.network.n_nodes):
         if sim.network.kinds[node] != "store":
             served = [i for i, s in enumerate(sim.network.stores) if s in sim.network.downstream(node)]

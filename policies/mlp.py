@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from oprl.core import Observation
-from policies.heuristics import echelon_members
+from policies.heuristics import critical_ratios, echelon_members
 from simulators.inventory import SUPPLIER, InventorySimulator
 
 SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(SOFTPLUS_ONE) == 1
@@ -177,12 +177,10 @@ def _store_safety(sim: InventorySimulator, lead: Tensor) -> Tensor:
     feeds a store: z * cv * sqrt(L + 1) in units of the store's mean demand, z the normal
     quantile of p / (p + h); 0 on edges into other locations."""
     mean, std = sim.demand_moments()
-    p = sim.params
-    holding = p.holding if p.holding.dim() == 1 else p.holding.mean(0)
-    penalty = p.penalty if p.penalty.dim() == 1 else p.penalty.mean(0)
+    ratios = critical_ratios(sim)
     safety = torch.zeros(sim.network.n_edges)
     for i, store in enumerate(sim.network.stores):
-        ratio = float(penalty[i] / (penalty[i] + holding[store]))
+        ratio = float(ratios[i])
         z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(min(max(ratio, 1e-6), 1 - 1e-6))))
         cv = float(std[i] / mean[i].clamp_min(1e-6))
         into = sim.edge_dst == store
