@@ -58,21 +58,18 @@ def python_loop_episode(sim: InventorySimulator, levels: list[float], demand: li
     return total
 
 
-def torch_rate(sim, policy, batch: int, periods: int, device: str, repeats: int = 3) -> float:
-    trace = sim.sample_trace(batch, periods, seed=1, device=device)
-    policy = policy.to(device)
+def torch_rate(sim, policy, trace) -> float:
+    """Store-periods per second of one batched rollout of ``trace`` (on the trace's device)."""
+    cuda = trace.device.type == "cuda"
     with torch.no_grad():
-        rollout(sim, policy, trace.select(slice(0, min(batch, 8))))  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            rollout(sim, policy, trace)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-    return batch * periods * len(sim.network.stores) / best
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        rollout(sim, policy, trace)
+        if cuda:
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+    return trace.batch * trace.horizon * len(sim.network.stores) / elapsed
 
 
 def main() -> None:
@@ -112,9 +109,12 @@ def main() -> None:
     print(f"{'device':8s} {'batch':>7s} {'store-periods/s':>16s} {'loop':>10s} "
           f"{'x loop (median)':>16s} {'min':>6s} {'max':>6s}")
     for device in devices:
+        on_device = policy.to(device)
         for batch in [int(b) for b in args.batches.split(",")]:
-            pairs = [(torch_rate(sim, policy, batch, args.periods, device, repeats=1), loop_rate())
-                     for _ in range(args.repeats)]
+            trace = sim.sample_trace(batch, args.periods, seed=1, device=device)
+            with torch.no_grad():  # warm-up
+                rollout(sim, on_device, trace.select(slice(0, min(batch, 8))))
+            pairs = [(torch_rate(sim, on_device, trace), loop_rate()) for _ in range(args.repeats)]
             ratios = sorted(t / lp for t, lp in pairs)
             best_torch, best_loop = max(t for t, _ in pairs), max(lp for _, lp in pairs)
             print(f"{device:8s} {batch:7d} {best_torch:16.3e} {best_loop:10.3e} "
