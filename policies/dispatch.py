@@ -25,11 +25,17 @@ from simulators.dispatch import ZONE_FEATURES, DispatchSimulator
 PAIR_FEATURES = 8
 
 
+def pair_minutes(obs: Observation) -> Tensor:
+    """Minutes a pair costs ``[B, M, K]``: the pickup, plus (with pooling) the delay it adds to
+    the riders already aboard the vehicle."""
+    return obs["cand_pickup"] + obs["cand_detour"]
+
+
 def pair_features(obs: Observation, zone_h: Tensor | None = None) -> Tensor:
-    """Scaled features of every (order, candidate) pair ``[B, M, K, 8]``: pickup, trip minutes
-    and km, wait, idle vehicles and open orders at the origin, idle vehicles at the
-    destination, time."""
-    pick = obs["cand_pickup"]
+    """Scaled features of every (order, candidate) pair ``[B, M, K, 8]``: pickup (plus pooling
+    detour) minutes, trip minutes and km, wait, idle vehicles and open orders at the origin,
+    idle vehicles at the destination, time."""
+    pick = pair_minutes(obs)
     b, m, k = pick.shape
     zones = obs["zones"]
     at_origin = zones.gather(1, obs["order_origin"].unsqueeze(-1).expand(-1, -1, zones.shape[2]))
@@ -42,7 +48,7 @@ def pair_features(obs: Observation, zone_h: Tensor | None = None) -> Tensor:
 
 
 def prior_scores(obs: Observation, scale: float) -> Tensor:
-    return scale * (1 - obs["cand_pickup"] / 30)
+    return scale * (1 - pair_minutes(obs) / 30)
 
 
 def masked(scores: Tensor, obs: Observation) -> Tensor:
@@ -106,15 +112,16 @@ class ZoneGNN(nn.Module):
 
 
 class PickupAssignment(nn.Module):
-    """Per-step exact assignment on pickup time: most matches, then least total pickup
-    (score ``horizon_min - pickup`` > 0 for every pickup under ``horizon_min`` minutes)."""
+    """Per-step exact assignment on pickup time: most matches, then least total pickup (score
+    ``horizon_min - pickup`` > 0 for every pickup under ``horizon_min`` minutes; with pooling
+    the delay added to riders aboard counts as pickup time)."""
 
     def __init__(self, sim: DispatchSimulator | None = None, horizon_min: float = 60.0) -> None:
         super().__init__()
         self.horizon_min = horizon_min
 
     def forward(self, obs: Observation) -> Tensor:
-        return masked(self.horizon_min - obs["cand_pickup"], obs)
+        return masked(self.horizon_min - pair_minutes(obs), obs)
 
 
 class NearestGreedy(nn.Module):

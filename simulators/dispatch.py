@@ -11,8 +11,14 @@ is idle again at ``t + pickup + trip`` in the destination zone. An order left un
 
 Reward of a step (DESIGN.md): for each served order ``base + km_per_unit * trip km -
 pickup_cost * pickup hours - late_cost * hours beyond late_threshold_min`` (request to drop-off),
-minus ``timeout_cost`` per order that expires in the step. Capacity is one passenger per vehicle
-(no pooling). Idle vehicles wait where they are (no repositioning).
+minus ``timeout_cost`` per order that expires in the step. Idle vehicles wait where they are
+(no repositioning).
+
+Capacity is one rider per vehicle by default. With ``capacity`` 2-3 rides are pooled
+(`simulators.pooling`): vehicles with a free seat, busy or not, are candidates; an order is
+inserted into the vehicle's route after its next stop at the cheapest position, the new rider's
+trip runs until its drop-off in that route, and the match also pays ``detour_cost`` per hour of
+delay (and ``late_cost`` per hour of extra lateness) it adds to the riders already assigned.
 
 Geography: the 69 zones' centroids (`datasets/manhattan_zones.csv`, derived from the TLC
 shapefile). Road distance = great-circle centroid distance x ``street_factor`` (within a zone:
@@ -37,6 +43,16 @@ from torch import Tensor
 from oprl.core import Observation, Rollout, State, Trace
 from oprl.data import dataset_path, load_trips
 from simulators.matching import MATCHERS, NO_MATCH, check_problem_size, match
+from simulators.pooling import (
+    ROUTE_KEYS,
+    Insertion,
+    advance,
+    cheapest_insertion,
+    initial_routes,
+    insert,
+    paths,
+    riders,
+)
 
 # Assumed average taxi speeds (km/h) by hour of day in Manhattan: slow in the day and the
 # evening peak, faster at night. A modelling assumption (stated in datasets/README.md).
@@ -46,6 +62,7 @@ DEFAULT_SPEEDS_KMH = (
 )
 MIDTOWN = 230  # Times Sq/Theatre District: centre of the assumed demand density
 ZONE_FEATURES = ("idle", "open_orders", "freeing_soon", "demand_weight", "time")
+MAX_CAPACITY = 3  # pooling: at most three riders share a vehicle
 
 
 @dataclass(frozen=True)
@@ -122,6 +139,8 @@ class DispatchParams:
     timeout_cost: float = 1.0  # per expired order
     late_cost: float = 5.0  # per hour beyond late_threshold_min from request to drop-off
     late_threshold_min: float = 40.0
+    capacity: int = 1  # riders per vehicle; 2-3 pools rides (`simulators.pooling`)
+    detour_cost: float = 3.0  # per hour of delay a pooled pickup adds to riders already aboard
     score_resolution: float = 1e-3  # the matcher is exact for scores rounded to this
     matcher: str = "auto"  # 'sap' or 'auction' (batched torch), 'scipy' (per episode), 'auto'
     trip_file: str | None = None  # TLC trip records replayed instead of the demand model
@@ -129,7 +148,7 @@ class DispatchParams:
 
     def __post_init__(self) -> None:
         for name in ("n_vehicles", "horizon", "eval_horizon", "expiry", "candidates",
-                     "initial_busy_max"):
+                     "initial_busy_max", "capacity"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
@@ -141,8 +160,11 @@ class DispatchParams:
             raise ValueError("warmup, eval_warmup: must be smaller than their horizon")
         for name in ("requests", "street_factor", "trip_length_km", "score_resolution"):
             _positive(name, getattr(self, name))
+        if self.capacity > MAX_CAPACITY:
+            raise ValueError(f"capacity: riders per vehicle in [1, {MAX_CAPACITY}], "
+                             f"got {self.capacity}")
         for name in ("base_reward", "km_reward", "pickup_cost", "timeout_cost", "late_cost",
-                     "late_threshold_min", "peak_amplitude", "initial_busy"):
+                     "late_threshold_min", "peak_amplitude", "initial_busy", "detour_cost"):
             _positive(name, getattr(self, name), allow_zero=True)
         if self.peak_amplitude >= 1:
             raise ValueError(f"peak_amplitude: must lie in [0, 1), got {self.peak_amplitude}")
@@ -168,6 +190,14 @@ class Candidates:
     wait: Tensor  # [B, M] minutes since the request
     vehicle: Tensor  # [B, M, K] vehicle id (-1: none)
     pickup: Tensor  # [B, M, K] pickup minutes (0 where none)
+    insertion: Insertion | None = None  # pooling: each pair's cheapest insertion [B, M, K]
+
+    @property
+    def detour(self) -> Tensor:
+        """Delay minutes each pair would add to riders already aboard (0 without pooling)."""
+        if self.insertion is None:
+            return torch.zeros_like(self.pickup)
+        return torch.where(self.pair_valid, self.insertion.detour, 0).float()
 
     @property
     def pair_valid(self) -> Tensor:
@@ -316,6 +346,9 @@ class DispatchSimulator:
             "requested": torch.zeros(b, slots, dtype=torch.long, device=dev),
             "open": torch.zeros(b, slots, dtype=torch.bool, device=dev),
         }
+        if self.params.capacity > 1:
+            state.update(initial_routes(state["vehicle_zone"], state["vehicle_free"],
+                                        self.params.capacity))
         return self._arrive(state, 0, trace)
 
     def _arrive(self, state: State, t: int, trace: Trace) -> State:
@@ -329,6 +362,8 @@ class DispatchSimulator:
             state[key] = state[key].clone()
             state[key][:, row] = value
         state.pop("_candidates", None)
+        if self.params.capacity > 1:
+            state.update(advance({k: state[k] for k in (*ROUTE_KEYS, "route_len")}, t))
         return state
 
     def candidates(self, state: State, t: int) -> Candidates:
@@ -347,6 +382,11 @@ class DispatchSimulator:
         origin = torch.where(valid, state["origin"].gather(1, slot.clamp_min(0)), 0)
         dest = torch.where(valid, state["dest"].gather(1, slot.clamp_min(0)), 0)
         wait = (t - state["requested"].gather(1, slot.clamp_min(0))).float() * valid
+        if p.capacity > 1:
+            vehicle, pick, ins = self._pooled_candidates(state, t, origin, dest, valid)
+            cand = Candidates(t, slot, valid, origin, dest, wait, vehicle, pick, ins)
+            state["_candidates"] = cand
+            return cand
         idle = state["vehicle_free"] <= t
         n_idle = max(1, int(idle.sum(1).max()))
         vid = torch.argsort((~idle).to(torch.int8), dim=1, stable=True)[:, :n_idle]
@@ -369,6 +409,44 @@ class DispatchSimulator:
         cand = Candidates(t, slot, valid, origin, dest, wait, vehicle, pick)
         state["_candidates"] = cand
         return cand
+
+    def _pooled_candidates(self, state: State, t: int, origin: Tensor, dest: Tensor,
+                           valid: Tensor) -> tuple[Tensor, Tensor, Insertion]:
+        """Each open order's ``candidates`` vehicles with a free seat that can reach its origin
+        soonest if they picked it up right after their next stop (ties: lower vehicle id), and
+        each pair's cheapest insertion (`simulators.pooling`)."""
+        p = self.params
+        b, m = origin.shape
+        v = p.n_vehicles
+        routes = {k: state[k] for k in (*ROUTE_KEYS, "route_len")}
+        path = paths(routes, state["vehicle_zone"], t)
+        seat = riders(routes) < p.capacity
+        n_seat = max(1, int(seat.sum(1).max()))
+        vid = torch.argsort((~seat).to(torch.int8), dim=1, stable=True)[:, :n_seat]
+        vid_ok = seat.gather(1, vid)
+        tt = self.travel_minutes(t).to(origin.device)
+        start_zone = path["zone"][..., 0].gather(1, vid)
+        start_lag = path["time"][..., 0].gather(1, vid) - t
+        reach = start_lag.unsqueeze(1) + tt[start_zone.unsqueeze(1), origin.unsqueeze(2)]
+        big = torch.iinfo(torch.long).max // 4
+        key = torch.where(vid_ok.unsqueeze(1) & valid.unsqueeze(2),
+                          reach * (v + 1) + vid.unsqueeze(1), big)
+        k = min(p.candidates, n_seat)
+        near = key.topk(k, dim=2, largest=False, sorted=True)
+        vehicle = torch.where(near.values < big,
+                              vid.unsqueeze(1).expand(-1, m, -1).gather(2, near.indices), -1)
+        if k < p.candidates:
+            vehicle = torch.cat([vehicle, vehicle.new_full((b, m, p.candidates - k), -1)], 2)
+        flat = vehicle.clamp_min(0).view(b, -1)
+        s = path["zone"].shape[-1]
+        cand_path = {key_: x.gather(1, flat.unsqueeze(-1).expand(-1, -1, s)).view(b, m, -1, s)
+                     for key_, x in path.items() if key_ != "len"}
+        cand_path["len"] = path["len"].gather(1, flat).view_as(vehicle)
+        ins = cheapest_insertion(cand_path, origin.unsqueeze(-1).expand_as(vehicle),
+                                 dest.unsqueeze(-1).expand_as(vehicle), t, tt,
+                                 p.late_threshold_min)
+        pick = torch.where(vehicle >= 0, ins.pickup, 0).float()
+        return vehicle, pick, ins
 
     def observe(self, state: State, t: int, trace: Trace) -> Observation:
         """Order, candidate-pair and zone features (see `ZONE_FEATURES`)."""
@@ -396,6 +474,7 @@ class DispatchSimulator:
             "order_wait": c.wait, "order_trip_min": tt[c.origin, c.dest].float() * c.valid,
             "order_trip_km": km[c.origin, c.dest] * c.valid,
             "cand_vehicle": c.vehicle, "cand_pickup": c.pickup, "cand_valid": c.pair_valid,
+            "cand_detour": c.detour,
             "cand_zone": vzone.gather(1, c.vehicle.clamp_min(0).view(b, -1)).view_as(c.vehicle),
             "zones": zones, "time": torch.full((b,), t / max(trace.horizon, 1), device=dev),
         }
@@ -443,12 +522,23 @@ class DispatchSimulator:
         """Reward, pickup minutes and trip minutes of each order's match ``[B, M]`` (0 if none)."""
         p = self.params
         matched = (choice >= 0) & c.valid
-        pk = c.pickup.gather(2, choice.clamp_min(0).unsqueeze(-1)).squeeze(-1) * matched
-        tt = self.travel_minutes(t).to(pk.device)
-        trip = tt[c.origin, c.dest].float() * matched
+
+        def chosen(x: Tensor) -> Tensor:
+            return x.gather(2, choice.clamp_min(0).unsqueeze(-1)).squeeze(-1) * matched
+
+        pk = chosen(c.pickup)
         km = self.distance_km.to(pk.device)[c.origin, c.dest] * matched
+        if c.insertion is None:
+            tt = self.travel_minutes(t).to(pk.device)
+            trip = tt[c.origin, c.dest].float() * matched
+            others = 0.0
+        else:  # pooled: the ride may pass other stops; riders aboard pay the detour
+            trip = (chosen(c.insertion.drop_time) - t).float() * matched - pk
+            others = (p.detour_cost * chosen(c.insertion.detour).float()
+                      + p.late_cost * chosen(c.insertion.late_others).float()) / 60
         late = (c.wait + pk + trip - p.late_threshold_min).clamp_min(0) / 60
-        r = (p.base_reward + p.km_reward * km - p.pickup_cost * pk / 60 - p.late_cost * late)
+        r = (p.base_reward + p.km_reward * km - p.pickup_cost * pk / 60 - p.late_cost * late
+             - others)
         return r * matched, pk, trip
 
     def apply(self, state: State, choice: Tensor, t: int, trace: Trace
@@ -464,10 +554,13 @@ class DispatchSimulator:
         rows = torch.arange(b, device=dev).view(-1, 1).expand_as(veh)
         vb, vv = rows[matched], veh[matched]
         new = {k: val for k, val in state.items() if k != "_candidates"}
-        new["vehicle_free"] = state["vehicle_free"].clone()
-        new["vehicle_free"][vb, vv] = t + (pk + trip)[matched].long()
-        new["vehicle_zone"] = state["vehicle_zone"].clone()
-        new["vehicle_zone"][vb, vv] = c.dest[matched]
+        if c.insertion is None:
+            new["vehicle_free"] = state["vehicle_free"].clone()
+            new["vehicle_free"][vb, vv] = t + (pk + trip)[matched].long()
+            new["vehicle_zone"] = state["vehicle_zone"].clone()
+            new["vehicle_zone"][vb, vv] = c.dest[matched]
+        else:
+            new.update(self._pooled_dispatch(state, c, choice, matched, t))
         new["open"] = state["open"].clone()
         new["open"][vb, c.slot[matched]] = False
         stale = new["open"] & ((new["requested"] <= t - p.expiry + 1) | (t == trace.horizon - 1))
@@ -484,6 +577,30 @@ class DispatchSimulator:
         if t + 1 < trace.horizon:
             new = self._arrive(new, t + 1, trace)
         return new, reward, info
+
+    def _pooled_dispatch(self, state: State, c: Candidates, choice: Tensor, matched: Tensor,
+                         t: int) -> dict[str, Tensor]:
+        """Routes, final zones and free minutes after inserting the matched orders."""
+        mb, mm = matched.nonzero(as_tuple=True)
+        pos = choice[mb, mm]
+        vv = c.vehicle[mb, mm, pos]
+        routes = {k: state[k] for k in (*ROUTE_KEYS, "route_len")}
+        path = {k: x[mb, vv] for k, x in paths(routes, state["vehicle_zone"], t).items()}
+        ins = Insertion(*(getattr(c.insertion, f)[mb, mm, pos]
+                          for f in Insertion.__dataclass_fields__))
+        request = state["requested"][mb, c.slot[mb, mm]]
+        idle = routes["route_len"][mb, vv] == 0
+        inserted = insert(path, ins, c.origin[mb, mm], c.dest[mb, mm], request, idle, t)
+        out = {}
+        for k, x in routes.items():
+            out[k] = x.clone()
+            out[k][mb, vv] = inserted[k]
+        last = (inserted["route_len"] - 1).unsqueeze(-1)
+        out["vehicle_zone"] = state["vehicle_zone"].clone()
+        out["vehicle_zone"][mb, vv] = inserted["route_zone"].gather(1, last).squeeze(-1)
+        out["vehicle_free"] = state["vehicle_free"].clone()
+        out["vehicle_free"][mb, vv] = inserted["route_time"].gather(1, last).squeeze(-1)
+        return out
 
     # ---- metrics ----------------------------------------------------------------------------
     def episode_metric(self, rewards: Tensor, warmup: int = 0) -> Tensor:

@@ -15,6 +15,14 @@ max-value flow bounds any policy on that trace, even one that knows the future:
   late_cost * late hours of (pickup + trip)`` (wait >= 0 dropped), minus ``timeout_cost`` x all
   requests (every unserved order expires). Values are rounded up to 1e-3 so rounding only loosens.
 
+With pooling (capacity ``c > 1``) each vehicle enters as ``c`` seats: one free when the vehicle
+is, the others at minute 0. A vehicle's riders, each assigned from its match to its drop-off,
+overlap at most ``c`` at a time, so they split into ``c`` chains of riders whose intervals do not
+overlap (interval colouring): each chain is a feasible seat flow (a rider's drop-off is no
+earlier than ``D_j``). A pooled vehicle reaches an origin from wherever its route passes, not
+from its last drop-off, so each order is valued with its fastest pickup from any zone; detour
+costs only lower the real reward. The bound is therefore looser with pooling.
+
 Fluid LP. Expected requests per origin-destination pair over the episode, served at most once;
 empty pickup moves must bring a vehicle to each served origin; vehicles available in a zone are
 the fleet there plus drop-offs; total vehicle-minutes are capped by the fleet's time (the last job
@@ -75,11 +83,12 @@ def hindsight_flow(sim: DispatchSimulator, trace: Trace, episode: int, *, object
         tails.append(np.broadcast_to(tail, size)), heads.append(np.broadcast_to(head, size))
         caps.append(np.broadcast_to(cap, size)), costs.append(np.broadcast_to(cost, size))
 
-    fleet = p.n_vehicles
+    fleet = p.n_vehicles * p.capacity
     zone0 = trace["vehicle_zone"][episode, 0].cpu().numpy()
     free0 = trace["vehicle_free"][episode, 0].cpu().numpy()
     ok = free0 <= horizon - 1
     starts = np.bincount(zone0[ok] * horizon + free0[ok], minlength=n_wait)
+    starts += (p.capacity - 1) * np.bincount(zone0 * horizon, minlength=n_wait)  # pooled seats
     used = np.nonzero(starts)[0]
     arcs(source, used, starts[used], 0)
     waits = np.arange(n_wait).reshape(z, horizon)
@@ -89,6 +98,8 @@ def hindsight_flow(sim: DispatchSimulator, trace: Trace, episode: int, *, object
     last = np.minimum(t_req + p.expiry - 1, horizon - 1)
     zones = np.arange(z)
     pick = tt[np.ix_(zones, orig)]  # [Z, n] minutes from each zone to each origin
+    if p.capacity > 1:
+        pick = np.broadcast_to(pick.min(0), pick.shape)
     trip = tt[orig, dest]
     if objective == "served":
         value = np.ones((z, n))
@@ -191,8 +202,9 @@ def fluid_lp(sim: DispatchSimulator, horizon: int) -> SolverResult:
 
 
 def references(sim: DispatchSimulator, trace: Trace, warmup: int) -> list[SolverResult]:
-    """The hindsight flow bound on ``trace`` and the fluid LP on the expected demand."""
+    """The hindsight flow bound on ``trace`` and the fluid LP on the expected demand (not with
+    a trip file, nor with pooling, whose shared rides its empty-move balance does not model)."""
     out = [hindsight_bound(sim, trace, warmup)]
-    if sim.params.trip_file is None:
+    if sim.params.trip_file is None and sim.params.capacity == 1:
         out.append(fluid_lp(sim, trace.horizon))
     return out

@@ -1,18 +1,19 @@
-"""Regression pin for the capacity-1 dispatch dynamics, saved before pooling work began.
-
-Issue #3 asks for pooling (capacity 2-3) as an option while capacity 1 stays bit-identical to
-the simulator as committed on 2026-11-23. These numbers were computed with that simulator
-(seed 11, 2 episodes x 15 minutes, 40 vehicles); any change to the capacity-1 path breaks them.
-"""
+"""Pooling (capacity 2-3): hand-computed insertions, route invariants, and a regression pin
+showing that capacity 1 stays bit-identical to the simulator as committed on 2026-11-23 (seed
+11, 2 episodes x 15 minutes, 40 vehicles), before pooling was added. The simpy twin checks the
+pooled dynamics on whole episodes (tests/test_dispatch_twin.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from oprl.core import rollout
+from oprl.core import Trace, rollout
 from policies.dispatch import NearestGreedy, PickupAssignment
 from simulators.dispatch import manhattan
+from simulators.pooling import riders
 
 SAVED = {  # policy: (episode reward, served, expired, pickup minutes), per episode
     "NearestGreedy": ([78.14497375488281, 84.13982391357422], [47, 48], [158, 141],
@@ -34,3 +35,96 @@ def test_capacity_one_rollout_equals_the_saved_behaviour(policy):
     assert result.metrics["expired"].sum(1).int().tolist() == expired
     assert result.metrics["pickup_minutes"].sum(1).tolist() == pickup
     assert torch.all(result.metrics["served"].sum(1) > 0)
+
+
+# ---- pooling (capacity 2-3) ---------------------------------------------------------------
+
+def _two_orders(capacity: int):
+    """One idle vehicle in the zone z with the longest trip within it; the same trip z -> w
+    requested at minutes 0 and 1, w the farthest zone within 20 minutes of z."""
+    sim = manhattan(n_vehicles=1, horizon=8, eval_horizon=8, candidates=1, capacity=capacity)
+    tt = sim.travel_minutes(0)
+    z = int(torch.diagonal(tt).argmax())
+    w = int(torch.where(tt[z] <= 20, tt[z], -1).argmax())
+    o = torch.full((1, 8, 1), -1)
+    d = torch.full((1, 8, 1), -1)
+    o[0, :2, 0], d[0, :2, 0] = z, w
+    trace = Trace({"origin": o, "dest": d, "vehicle_zone": torch.full((1, 8, 1), z),
+                   "vehicle_free": torch.zeros(1, 8, 1, dtype=torch.long)})
+    return sim, trace, z, w
+
+
+def test_pooled_vehicle_picks_up_a_second_rider_on_the_way_at_the_hand_computed_reward():
+    sim, trace, z, w = _two_orders(capacity=2)
+    p, km = sim.params, float(sim.distance_km[z, w])
+    zz, zw, ww, wz = (int(sim.travel_minutes(0)[a, b]) for a, b in ((z, z), (z, w), (w, w), (w, z)))
+    assert zz >= 2  # at minute 1 the vehicle is still on its way to the first pickup
+    # insertions of the second order after the first pickup (cost = its drop-off minute - 1 +
+    # delay to the first rider): drop it first, or after the first rider (both 2zz + zw + ww
+    # + zz - 1: a tie, the earlier position wins), or pick it up after the first drop-off
+    # (zz + 2zw + wz - 1): pooling wins when 2zz + ww < zw + wz
+    assert 2 * zz + ww < zw + wz
+    result = rollout(sim, PickupAssignment(sim), trace, keep_metrics=True)
+    assert result.metrics["served"][0, :2].tolist() == [1.0, 1.0]
+    threshold = p.late_threshold_min
+
+    def late(minutes: float) -> float:
+        return max(minutes - threshold, 0) / 60
+
+    first = p.base_reward + p.km_reward * km - p.pickup_cost * zz / 60 - p.late_cost * late(zz + zw)
+    pickup = 2 * zz - 1  # picked up right after the first rider, one minute after its request
+    drop = 2 * zz + zw  # the second rider's drop-off minute; the first rider's moves by zz + ww
+    detour = zz + ww
+    extra_late = late(zz + zw + detour) - late(zz + zw)
+    second = (p.base_reward + p.km_reward * km - p.pickup_cost * pickup / 60
+              - p.late_cost * late(drop - 1) - p.detour_cost * detour / 60
+              - p.late_cost * extra_late)
+    assert result.rewards[0, 0].item() == pytest.approx(first, abs=1e-4)
+    assert result.rewards[0, 1].item() == pytest.approx(second, abs=1e-4)
+    assert result.metrics["pickup_minutes"][0, 1].item() == pickup
+
+
+def test_without_pooling_the_second_rider_waits_for_the_vehicle():
+    sim, trace, z, w = _two_orders(capacity=1)
+    result = rollout(sim, PickupAssignment(sim), trace, keep_metrics=True)
+    assert result.metrics["served"][0, :2].tolist() == [1.0, 0.0]
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), capacity=st.sampled_from([2, 3]))
+def test_routes_keep_capacity_order_and_timing_invariants(seed, capacity):
+    sim = manhattan(n_vehicles=12, requests=90, horizon=10, eval_horizon=10, candidates=3,
+                    initial_busy=0.5, initial_busy_max=6, capacity=capacity)
+    trace = sim.sample_trace(2, 10, seed=seed)
+    policy = PickupAssignment(sim)
+    state = sim.reset(trace)
+    for t in range(trace.horizon):
+        length = state["route_len"]
+        pos = torch.arange(2 * capacity)
+        live = pos < length.unsqueeze(-1)
+        times = state["route_time"]
+        assert (riders(state) <= capacity).all()
+        assert ((times > t) | ~live).all()  # stops reached by now are gone
+        steps = times[..., 1:] - times[..., :-1]
+        assert ((steps >= 1) | ~live[..., 1:]).all()  # stops in order, a minute apart at least
+        drops, pickups = state["route_drop"] & live, ~state["route_drop"] & live
+        # every pending pickup has its own drop-off later in the route (Hall: every suffix of
+        # the route holds at least as many drop-offs as pickups)
+        def suffix(x):
+            return x.flip(-1).cumsum(-1).flip(-1)
+
+        assert (suffix(pickups) <= suffix(drops)).all()
+        last = (length - 1).clamp_min(0).unsqueeze(-1)
+        busy = length > 0
+        assert (state["vehicle_free"][busy] == times.gather(-1, last).squeeze(-1)[busy]).all()
+        assert (state["vehicle_zone"][busy]
+                == state["route_zone"].gather(-1, last).squeeze(-1)[busy]).all()
+        obs = sim.observe(state, t, trace)
+        state, _, info = sim.step(state, policy(obs), t, trace)
+        assert (info["served"] >= 0).all()
+
+
+@pytest.mark.parametrize("capacity", [0, 4, 2.5])
+def test_capacity_outside_one_to_three_is_refused(capacity):
+    with pytest.raises(ValueError, match="capacity"):
+        manhattan(n_vehicles=5, capacity=capacity)

@@ -12,12 +12,14 @@ from simulators.dispatch import manhattan
 from solvers.dispatch import hindsight_bound, hindsight_flow, references
 
 
-def small():
-    return manhattan(n_vehicles=25, requests=150, horizon=10, eval_horizon=10, candidates=4)
+def small(capacity: int = 1):
+    return manhattan(n_vehicles=25, requests=150, horizon=10, eval_horizon=10, candidates=4,
+                     capacity=capacity)
 
 
-def test_hindsight_bound_holds_for_every_policy_on_the_same_trace():
-    sim = small()
+@pytest.mark.parametrize("capacity", [1, 2, 3])
+def test_hindsight_bound_holds_for_every_policy_on_the_same_trace(capacity):
+    sim = small(capacity)
     trace = sim.sample_trace(3, 10, seed=4)
     bound = hindsight_bound(sim, trace, 0)
     assert bound.status == "optimal" and bound.kind == "upper_bound"

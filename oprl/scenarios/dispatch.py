@@ -30,6 +30,6 @@ SCENARIOS = [
             "horizon warmup eval_horizon eval_warmup start_minute expiry candidates "
             "street_factor trip_length_km peak_amplitude initial_busy initial_busy_max "
             "base_reward km_reward pickup_cost timeout_cost late_cost late_threshold_min "
-            "score_resolution matcher trip_file trip_start".split()),
+            "score_resolution matcher trip_file trip_start capacity detour_cost".split()),
     ),
 ]
