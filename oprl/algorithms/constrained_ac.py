@@ -263,14 +263,6 @@ def estimate_totals(sim: Simulator, policy: nn.Module, trace: Trace, names: tupl
     return totals.mean(0).float(), se.float()
 
 
-def evaluate_constraints(sim: Simulator, policy: nn.Module, trace: Trace,
-                         names: tuple[str, ...]) -> Tensor:
-    """Mean episode totals ``[1 + K]`` (main, then each signal) of ``policy`` on ``trace``
-    (Monte-Carlo, `estimate_totals`)."""
-    return estimate_totals(sim, policy, trace, names,
-                           compact=bool(getattr(sim, "independent_rows", False)))[0]
-
-
 def _fresh_copy(policy: nn.Module, seed: int) -> nn.Module:
     """Same architecture, new weights (critics, stage-one policies)."""
     net = copy.deepcopy(policy)
