@@ -156,8 +156,9 @@ def dispatch_heuristics(sim: DispatchSimulator, trace: Trace, warmup: int
                         ) -> dict[str, tuple[nn.Module, str]]:
     """The classical rules (nothing to tune): nearest-vehicle greedy and per-step exact
     assignment on pickup time."""
+    which = "idle vehicle" if sim.params.capacity == 1 else "vehicle with a free seat"
     return {
-        "greedy-nearest": (NearestGreedy(sim), "rule: oldest order takes nearest idle vehicle"),
+        "greedy-nearest": (NearestGreedy(sim), f"rule: oldest order takes nearest {which}"),
         "assign-pickup": (PickupAssignment(sim), "rule: exact per-step min-pickup assignment"),
     }
 
