@@ -427,20 +427,24 @@ class DispatchSimulator:
         tt = self.travel_minutes(t).to(origin.device)
         start_zone = path["zone"][..., 0].gather(1, vid)
         start_lag = path["time"][..., 0].gather(1, vid) - t
-        reach = start_lag.unsqueeze(1) + tt[start_zone.unsqueeze(1), origin.unsqueeze(2)]
+        # the ranking depends on the order only through its origin: rank once per zone
+        z = self.zones.n
+        reach = start_lag.unsqueeze(1) + tt.t()[:, start_zone].transpose(0, 1)  # [B, Z, Vc]
         big = torch.iinfo(torch.long).max // 4
-        key = torch.where(vid_ok.unsqueeze(1) & valid.unsqueeze(2),
-                          reach * (v + 1) + vid.unsqueeze(1), big)
+        key = torch.where(vid_ok.unsqueeze(1), reach * (v + 1) + vid.unsqueeze(1), big)
         k = min(p.candidates, n_seat)
         near = key.topk(k, dim=2, largest=False, sorted=True)
-        vehicle = torch.where(near.values < big,
-                              vid.unsqueeze(1).expand(-1, m, -1).gather(2, near.indices), -1)
+        per_zone = torch.where(near.values < big,
+                               vid.unsqueeze(1).expand(-1, z, -1).gather(2, near.indices), -1)
+        vehicle = per_zone.gather(1, origin.unsqueeze(-1).expand(-1, -1, k))
+        vehicle = torch.where(valid.unsqueeze(-1), vehicle, -1)
         if k < p.candidates:
             vehicle = torch.cat([vehicle, vehicle.new_full((b, m, p.candidates - k), -1)], 2)
         flat = vehicle.clamp_min(0).view(b, -1)
-        s = path["zone"].shape[-1]
-        cand_path = {key_: x.gather(1, flat.unsqueeze(-1).expand(-1, -1, s)).view(b, m, -1, s)
-                     for key_, x in path.items() if key_ != "len"}
+        # a vehicle with a free seat has at most 2 (capacity - 1) stops: only those are paths
+        s = 2 * p.capacity - 2
+        cand_path = {key_: x[..., :s].gather(1, flat.unsqueeze(-1).expand(-1, -1, s))
+                     .view(b, m, -1, s) for key_, x in path.items() if key_ != "len"}
         cand_path["len"] = path["len"].gather(1, flat).view_as(vehicle)
         ins = cheapest_insertion(cand_path, origin.unsqueeze(-1).expand_as(vehicle),
                                  dest.unsqueeze(-1).expand_as(vehicle), t, tt,
