@@ -56,6 +56,7 @@ def timed(fn, *args, **kw):
 
 
 SAP_BATCHED = partial(mt.sap_match, finish="batched")
+SAP_ROUNDS = partial(mt.sap_match, finish="batched", augment="rounds")
 
 
 def matching(batch: int, minutes: list[int], auction: bool = True, repeats: int = 3
@@ -63,7 +64,8 @@ def matching(batch: int, minutes: list[int], auction: bool = True, repeats: int 
     """Per instance times (median of ``repeats`` alternating runs; the auction, 20-80x slower,
     once) and whether every matcher equals OR-Tools' optimum. "sap" is `sap_match` as the
     simulator calls it (on a CPU its tail finished per sample by scipy), "sap_batched" the
-    same matcher kept in torch to the end."""
+    same matcher kept in torch to the end, "sap_rounds" the pure batched matcher with parallel
+    rounds of one search per free row (``augment='rounds'``)."""
     rows = []
     n = manhattan().params.n_vehicles
     mt.sap_match(*next(instances(2, [0]))[1:], n)  # warm-up (first-call costs)
@@ -71,7 +73,8 @@ def matching(batch: int, minutes: list[int], auction: bool = True, repeats: int 
         runs = {"ortools": lambda s=scores, v=vehicles: mt.ortools_match(s, v, n),
                 "ortools_all_idle": lambda s=scores, v=vehicles: mt.ortools_match(
                     s, v, n, idle_arcs="all")}
-        matchers = {"sap": mt.sap_match, "sap_batched": SAP_BATCHED, "scipy": mt.scipy_match}
+        matchers = {"sap": mt.sap_match, "sap_batched": SAP_BATCHED, "sap_rounds": SAP_ROUNDS,
+                    "scipy": mt.scipy_match}
         for name, fn in matchers.items():
             runs[name] = partial(fn, scores, vehicles, n)
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}

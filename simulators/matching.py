@@ -9,7 +9,9 @@ Benefits are rounded to integers in units of ``resolution``; every method is exa
 - ``sap_match``: batched Jonker-Volgenant: a greedy start and augmenting row reduction over
   the whole batch, then shortest augmenting paths, each sample at its own pace; on a CPU the
   few samples still unfinished after a while are finished one by one by scipy (see its
-  docstring for the exactness argument and the finish rule).
+  docstring for the exactness argument and the finish rule). With ``augment='rounds'`` the
+  paths are found in parallel rounds of one search per free row (Balas, Miller, Pekny & Toth
+  1991), in far fewer sequential steps when many rows want the same columns.
 - ``auction_match``: a Jacobi forward auction (Bertsekas 1988) with epsilon scaling and reverse
   steps. Exact because benefits are scaled by ``M + 1`` and the last phase runs at
   ``epsilon = 1``; every phase ends with reverse-auction steps (Bertsekas, Castanon & Tsaknakis
@@ -37,14 +39,19 @@ MAX_PAIRS = 200_000_000
 # sap_match: samples whose search has reached a free column wait until they are this share of
 # the samples still searching, then augment together (0: at once; 1: the whole batch in step)
 WAIT_SHARE = 0.25
+# sap_match(augment='rounds'): a sample's round ends once this share of its searches converged
+ROUND_SHARE = 0.5
+# ... and waits until the samples so placed are this share of those searching
+ROUND_WAIT = 0.5
 
 
 @dataclass(frozen=True)
 class Matching:
     """``assignment[b, m]``: the object given to person m (``-1``: unmatched); ``choice[b, m]``:
     its position in the candidate list (``-1``: unmatched); ``value[b]``: total benefit of the
-    rounded problem (in benefit units); ``rounds``: auction rounds run (`sap_match`: Dijkstra
-    steps); ``finished_per_sample``: the samples `sap_match` handed to its per-sample finish."""
+    rounded problem (in benefit units); ``rounds``: auction rounds run (`sap_match`: search
+    steps: Dijkstra levels, or Bellman-Ford relaxations with ``augment='rounds'``);
+    ``finished_per_sample``: the samples `sap_match` handed to its per-sample finish."""
 
     assignment: Tensor
     choice: Tensor
@@ -306,10 +313,10 @@ def _reverse(p: _Problem, price: Tensor, owner: Tensor, choice: Tensor, eps: int
 def sap_match(
     values: Tensor, candidates: Tensor, n_objects: int, *, resolution: float = 1e-3,
     greedy_passes: int = 2, reduction_rounds: int = 8, finish: str = "auto",
-    finish_share: float = 0.25, finish_steps: int = 24,
+    finish_share: float = 0.25, finish_steps: int = 24, augment: str = "paths",
 ) -> Matching:
     """Maximum-benefit matching of every batch sample by batched shortest augmenting paths
-    (Hungarian / Jonker-Volgenant) in torch; ``rounds`` counts the Dijkstra steps and
+    (Hungarian / Jonker-Volgenant) in torch; ``rounds`` counts the search steps and
     ``finished_per_sample`` the samples handed to the per-sample finish.
 
     Exactness: benefits are rounded to integers (units of ``resolution``) and all arithmetic is
@@ -356,9 +363,31 @@ def sap_match(
     dropped, since any optimum of its cost rows will do): each torch op costs microseconds of
     overhead on a CPU, so a long tail of sequential augmentations is cheaper there per sample.
     ``'batched'`` stays in torch to the end; ``'auto'`` is 'scipy' for CPU tensors and
-    'batched' otherwise. ``greedy_passes`` bounds the greedy start."""
+    'batched' otherwise. ``greedy_passes`` bounds the greedy start.
+
+    ``augment='rounds'`` replaces stage 3 by parallel shortest augmenting paths (Balas, Miller,
+    Pekny & Toth 1991): in a round every free row of a sample runs its own search (Bellman-Ford
+    on reduced costs, see `_Rounds`) on the same matching and duals, to its nearest free column
+    at distance ``delta_k``, giving ``D_k`` (distances capped at ``delta_k``). Every vertex
+    then moves by the largest update among the converged searches, ``max_k (delta_k -
+    D_k)^+`` (``u`` up, ``v`` down), and the sample augments along any vertex-disjoint set of
+    their shortest paths. Exact: the maximum of dual-feasible updates keeps reduced costs >= 0
+    (for each k, ``delta_k - D_k(i) <= r_ij + delta_k - D_k(j)``); a matched pair moves
+    alike at both ends (a row's distance is its column's), so it stays tight; on a path of
+    search k every other search n moves each vertex x by at most search k does, since x
+    reaches k's free column at ``delta_k - D_k(x)`` and ``delta_n`` is n's distance to its
+    nearest free column, ``delta_n <= D_n(x) + delta_k - D_k(x)``, so the path is tight after
+    the update; free columns other than the sinks keep ``v = 0`` (``D_k >= delta_k`` there).
+    Rows whose shortest paths differ in length augment in one round, so a sample needs far
+    fewer sequential steps when many rows want the same columns (the dual update of one
+    multi-source search serves a single distance), at the price of more relaxations (one
+    search per free row): fewer steps, more work per step. On a CPU, where a step costs tens
+    of microseconds of overhead and the work counts too, it saves some time on dispatch's
+    tied instances but loses on easy ones; 'paths' stays the default."""
     if finish not in ("auto", "batched", "scipy"):
         raise ValueError(f"finish: 'auto', 'batched' or 'scipy', got {finish!r}")
+    if augment not in ("paths", "rounds"):
+        raise ValueError(f"augment: 'paths' or 'rounds', got {augment!r}")
     if not 0.0 <= finish_share <= 1.0:
         raise ValueError(f"finish_share: must lie in [0, 1], got {finish_share}")
     if finish_steps < 0:
@@ -378,7 +407,8 @@ def sap_match(
     per_sample = finish == "scipy" and (inf - 1) * (cost.shape[1] + 1) < 2**52
     col4row, steps, finished = _lsap(
         cost, rows_live, row_min, inf, tight, greedy_passes, reduction_rounds,
-        int(finish_share * b) if per_sample else -1, finish_steps if per_sample else -1)
+        int(finish_share * b) if per_sample else -1, finish_steps if per_sample else -1,
+        augment)
     if persons_are_rows:
         obj = col4row
     else:
@@ -454,10 +484,11 @@ def _cost_matrix(a: Tensor, local: Tensor, n: int, persons_are_rows: bool
 
 def _lsap(cost: Tensor, rows_live: Tensor, u: Tensor, inf: int,
           tight: tuple[Tensor, Tensor, Tensor], greedy_passes: int, reduction_rounds: int,
-          finish_below: int, finish_after: int) -> tuple[Tensor, int, int]:
+          finish_below: int, finish_after: int, augment: str = "paths"
+          ) -> tuple[Tensor, int, int]:
     """Minimum-cost assignment of every live row of ``cost [B, R, C]`` (``R <= C``) from the
     dual-feasible start ``u`` (row minima), ``v = 0``: ``col4row [B, R]`` (-1 for rows not
-    live), the Dijkstra steps run and the samples finished one by one (see `sap_match`)."""
+    live), the search steps run and the samples finished one by one (see `sap_match`)."""
     b, nr, nc = cost.shape
     u = torch.where(rows_live, u, torch.zeros((), dtype=cost.dtype))
     v = torch.zeros(b, nc, dtype=cost.dtype, device=cost.device)
@@ -468,8 +499,12 @@ def _lsap(cost: Tensor, rows_live: Tensor, u: Tensor, inf: int,
     if nc >= 2:
         _reduce_rows(cost, u, v, col4row, row4col, rows_live, reduction_rounds)
     finished = [0]
-    steps = _augment_all(cost, u, v, col4row, row4col, rows_live, inf, finish_below, finished,
-                         finish_after)
+    if augment == "rounds" and _rounds_fit(cost):
+        steps = _augment_rounds(cost, u, v, col4row, row4col, rows_live, finish_below,
+                                finished, finish_after)
+    else:
+        steps = _augment_all(cost, u, v, col4row, row4col, rows_live, inf, finish_below,
+                             finished, finish_after)
     return col4row[:, :-1], steps, finished[0]
 
 
@@ -601,6 +636,290 @@ class _Search:
         self.sinks = torch.zeros_like(self.sinks)
         fb, fr = torch.nonzero(todo, as_tuple=True)
         self.sb, self.sr = torch.cat([self.sb, fb]), torch.cat([self.sr, fr])
+
+
+def _augment_rounds(cost: Tensor, u: Tensor, v: Tensor, col4row: Tensor, row4col: Tensor,
+                    rows_live: Tensor, finish_below: int, finished: list[int],
+                    finish_after: int = -1) -> int:
+    """``augment='rounds'``: rounds of one shortest-path search per free row, all on the same
+    duals, ended by the combined update and augmentation of `_Rounds.finish` (in place; see
+    `sap_match`). A sample's round ends once ``ROUND_SHARE`` of its searches have converged
+    (it waits until the samples so placed are ``ROUND_WAIT`` of those searching, so that the
+    update is shared). Once at most ``finish_below`` samples are left, or after
+    ``finish_after`` steps (``-1``: never), each sample left is solved by scipy (counted in
+    ``finished``). Returns the relaxation steps."""
+    rounds = _Rounds(cost, rows_live)
+    rounds.start(torch.ones(cost.shape[0], dtype=torch.bool, device=cost.device), col4row, 0)
+    steps = 0
+    while True:
+        searching, ready = rounds.progress()
+        n_left, n_ready = int(searching.sum()), int(ready.sum())
+        if rounds.overran(steps):  # a search converges within one step per row: a bug
+            raise RuntimeError("sap_match: a search ran past every row")
+        if n_ready and n_ready >= ROUND_WAIT * n_left:
+            rounds.finish(ready, u, v, col4row, row4col)
+            rounds.start(ready, col4row, steps)
+            searching = rounds.searching()
+            n_left = int(searching.sum())
+        if n_left == 0:
+            return steps
+        if n_left <= finish_below or 0 <= finish_after <= steps:
+            _finish_per_sample(cost, rows_live, col4row, torch.nonzero(searching)[:, 0])
+            finished[0] += n_left
+            return steps
+        steps += 1
+        rounds.relax(u, v, row4col)
+
+
+def _rounds_fit(cost: Tensor) -> bool:
+    """Whether `_Rounds` can pack (distance, row) and (distance, column) keys of ``cost`` in
+    int64 (distances stay below ``4 * top``, see `_Rounds`)."""
+    top = int(cost[:, :-1].max()) if cost.shape[1] > 1 and cost.numel() else 0
+    return (4 * top + 4) * max(cost.shape[1], cost.shape[2]) < 2**62
+
+
+class _Rounds:
+    """One Bellman-Ford search per free row on reduced costs, all searches of all samples
+    relaxed together: each step relaxes the columns from the rows whose distance fell in the
+    last step, as long as that distance is below the search's nearest free column so far;
+    a search with no such row has converged. `finish` then applies the combined dual update
+    and augments along vertex-disjoint paths of the converged searches (see `sap_match`).
+    A row relaxes only its listed columns (cost below ``top``, kept as compressed sparse
+    rows); its unlisted columns all cost ``top``, so they count as one free column at
+    ``top - u`` when one of them is free (see `relax`), made concrete only at `finish`.
+
+    Distance and the row it came from are packed in one int64 key per (search, column):
+    ``distance * R + (row + rot) % R``; the rotation ``rot`` differs between searches so that
+    searches from alike rows tend to pick different paths among equally short ones. Bounds:
+    ``u >= 0`` (row minima, raised only) and ``u <= top`` (a free column keeps ``v = 0``), so
+    ``-top <= v <= 0``, reduced costs lie in ``[0, 2 top]``, a search's nearest free column is
+    within ``top`` and every distance it stores within ``3 top``: ``far = 4 top + 4`` stands
+    for "not reached". The nearest listed free column is kept as ``distance * C + (column +
+    rot) % C`` and the nearest unlisted one as ``distance * R + (row + rot) % R``."""
+
+    def __init__(self, cost: Tensor, rows_live: Tensor) -> None:
+        b, nr1, nc = cost.shape
+        dev = cost.device
+        self.flat_cost, self.rows_live = cost.view(b * nr1, nc), rows_live
+        self.b, self.nr1, self.nc = b, nr1, nc
+        self.col_ids = torch.arange(nc, device=dev)
+        top = int(cost[:, :-1].max()) if nr1 > 1 and cost.numel() else 0
+        self.top, self.far = top, 4 * top + 4
+        # each row's listed columns (cost below top) as compressed sparse rows
+        lb, li, lj = torch.nonzero(cost[:, :-1] < top, as_tuple=True)
+        self.deg = torch.bincount(lb * nr1 + li, minlength=b * nr1)
+        self.first = torch.cumsum(self.deg, 0) - self.deg
+        self.adj, self.adj_cost = lj, cost[lb, li, lj].to(torch.int64)
+        empty = torch.zeros(0, dtype=torch.int64, device=dev)
+        self.sb, self.src, self.rot, self.sinkd, self.born = (empty.clone() for _ in range(5))
+        self.key = torch.zeros(0, nc, dtype=torch.int64, device=dev)
+        self.vkey, self.skey = empty.clone(), empty.clone()
+        self.ak, self.ai, self.ad = empty.clone(), empty.clone(), empty.clone()
+        self.conv = torch.zeros(0, dtype=torch.bool, device=dev)
+
+    def searching(self) -> Tensor:
+        """Samples with a search under way ``[B]``."""
+        out = torch.zeros(self.b, dtype=torch.bool, device=self.sb.device)
+        out[self.sb] = True
+        return out
+
+    def start(self, samples: Tensor, col4row: Tensor, steps: int) -> None:
+        """A search from every free live row of ``samples`` (their next round)."""
+        fb, fr = torch.nonzero(self.rows_live & (col4row < 0) & samples.unsqueeze(1),
+                               as_tuple=True)
+        k0 = self.sb.numel()
+        self.sb = torch.cat([self.sb, fb])
+        self.src = torch.cat([self.src, fr])
+        self.rot = torch.cat([self.rot, (fr * 40503 + fb * 977) % self.nr1])
+        self.sinkd = torch.cat([self.sinkd, torch.full_like(fr, self.far)])
+        self.born = torch.cat([self.born, torch.full_like(fr, steps)])
+        self.vkey = torch.cat([self.vkey, torch.full_like(fr, self.far * self.nr1)])
+        self.skey = torch.cat([self.skey, torch.full_like(fr, self.far * self.nc)])
+        self.key = torch.cat([self.key, torch.full((fr.numel(), self.nc), self.far * self.nr1,
+                                                   dtype=torch.int64, device=fr.device)])
+        self.ak = torch.cat([self.ak, k0 + torch.arange(fr.numel(), device=fr.device)])
+        self.ai = torch.cat([self.ai, fr])
+        self.ad = torch.cat([self.ad, torch.zeros_like(fr)])
+
+    def progress(self) -> tuple[Tensor, Tensor]:
+        """Samples searching and samples whose round may end (enough searches converged)."""
+        self.conv = torch.ones_like(self.sb, dtype=torch.bool)
+        self.conv.index_fill_(0, self.ak, False)
+        n_s = torch.bincount(self.sb, minlength=self.b)
+        n_c = torch.bincount(self.sb, weights=self.conv.double(), minlength=self.b)
+        return n_s > 0, (n_c > 0) & (n_c >= ROUND_SHARE * n_s)
+
+    def overran(self, steps: int) -> bool:
+        """Whether a search still relaxes after more steps than rows (impossible)."""
+        return bool(self.ak.numel()) and steps - int(self.born[self.ak].min()) > self.nr1 + 1
+
+    def relax(self, u: Tensor, v: Tensor, row4col: Tensor) -> None:
+        """One Bellman-Ford step of every search: relax the listed columns of its active rows;
+        the unlisted ones (cost ``top``) count only as one free column at ``top - u`` when
+        the row has a free unlisted column (an unlisted column with ``v < 0`` is never nearer,
+        and when every free column is listed one of them is nearer still). 1-D
+        ``index_select`` throughout: several times faster than indexing on a CPU."""
+        ak, ai, nr1, nc = self.ak, self.ai, self.nr1, self.nc
+        sb = self.sb.index_select(0, ak)
+        rk = sb * nr1 + ai
+        deg = self.deg.index_select(0, rk)
+        # one entry per (active row, listed column)
+        pair = torch.repeat_interleave(torch.arange(ak.numel(), device=ak.device), deg)
+        pos = torch.arange(pair.numel(), device=ak.device) + (
+            self.first.index_select(0, rk) - torch.cumsum(deg, 0) + deg).index_select(0, pair)
+        cols = self.adj.index_select(0, pos)
+        flat_cols = sb.index_select(0, pair) * nc + cols
+        base = u.view(-1).index_select(0, rk).to(torch.int64) - self.ad
+        r = (self.adj_cost.index_select(0, pos) - base.index_select(0, pair)
+             - v.view(-1).index_select(0, flat_cols).to(torch.int64))
+        k_e = ak.index_select(0, pair)
+        slot = k_e * nc + cols
+        rot = (ai + self.rot.index_select(0, ak)) % nr1
+        key = r * nr1
+        flat_key = self.key.view(-1)
+        # only a strictly shorter distance replaces a column's row (no zero-cost cycles)
+        better = key + nr1 <= flat_key.index_select(0, slot)
+        key = torch.where(better, key + rot.index_select(0, pair), self.far * nr1)
+        flat_key.scatter_reduce_(0, slot, key, reduce="amin")
+        won = better & (key == flat_key.index_select(0, slot))
+        col_row = row4col.view(-1).index_select(0, flat_cols)
+        col_free = col_row < 0
+        n_free = (row4col < 0).sum(1)
+        free_listed = torch.zeros_like(ak).index_add_(0, pair, col_free.to(torch.int64))
+        far = self.top - base  # the free unlisted columns' distance
+        # rows without a free unlisted column offer none (far stays "not reached")
+        far = torch.where(n_free.index_select(0, sb) > free_listed, far, self.far)
+        self.vkey.scatter_reduce_(0, ak, far * nr1 + rot, reduce="amin")
+        self.sinkd.scatter_reduce_(0, ak, far, reduce="amin")
+        e = torch.nonzero(won)[:, 0]
+        k, dist = k_e.index_select(0, e), r.index_select(0, e)
+        row = col_row.index_select(0, e)
+        free = row < 0
+        self.sinkd.scatter_reduce_(0, k, torch.where(free, dist, self.far), reduce="amin")
+        # the nearest listed free column, ties to the search's rotation
+        spin = (cols.index_select(0, e) + self.rot.index_select(0, k)) % nc
+        self.skey.scatter_reduce_(0, k, torch.where(free, dist * nc + spin, self.far * nc),
+                                  reduce="amin")
+        go = torch.nonzero(~free & (dist < self.sinkd.index_select(0, k)))[:, 0]
+        self.ak, self.ad = k.index_select(0, go), dist.index_select(0, go)
+        self.ai = row.index_select(0, go)
+
+    def finish(self, samples: Tensor, u: Tensor, v: Tensor, col4row: Tensor,
+               row4col: Tensor) -> None:
+        """End the round of ``samples``: the combined dual update of their converged searches,
+        augmentation along a set of vertex-disjoint paths among them, their searches
+        dropped."""
+        nr1, nc, b = self.nr1, self.nc, self.b
+        kf = torch.nonzero(samples.index_select(0, self.sb) & self.conv)[:, 0]
+        sb, delta = self.sb.index_select(0, kf), self.sinkd.index_select(0, kf)
+        rot, key = self.rot.index_select(0, kf), self.key.index_select(0, kf)
+        # one nearest free column per search, chosen by its rotation among ties: a listed one,
+        # else one its row does not list
+        skey, vkey = self.skey.index_select(0, kf), self.vkey.index_select(0, kf)
+        real = torch.div(skey, nc, rounding_mode="floor") == delta
+        sink = (skey % nc - rot) % nc
+        last = torch.where(real, -1, (vkey % nr1 - rot) % nr1)
+        virtual = torch.nonzero(~real)[:, 0]
+        if virtual.numel():
+            rk = sb.index_select(0, virtual) * nr1 + last.index_select(0, virtual)
+            deg = self.deg.index_select(0, rk)
+            pair = torch.repeat_interleave(torch.arange(rk.numel(), device=rk.device), deg)
+            pos = torch.arange(pair.numel(), device=rk.device) + (
+                self.first.index_select(0, rk) - torch.cumsum(deg, 0) + deg).index_select(0, pair)
+            free = row4col.index_select(0, sb.index_select(0, virtual)) < 0
+            free[pair, self.adj.index_select(0, pos)] = False
+            spin = (self.col_ids + rot.index_select(0, virtual).unsqueeze(1)) % nc
+            sink[virtual] = torch.where(free, spin, -1).argmax(1)
+        pk, pi, pj = _trace_paths(key, rot, sb, sink, last, col4row, nr1)
+        sb_p = sb.index_select(0, pk)
+        chosen = _disjoint(pk, sb_p * nr1 + pi, sb * nc + sink, delta, b * max(nr1, nc))
+        # every vertex moves by the largest of the searches' updates (see `sap_match`); a
+        # matched row moves with its column
+        kk, cc = torch.nonzero(key < (delta * nr1).unsqueeze(1), as_tuple=True)
+        gap = delta.index_select(0, kk) - torch.div(
+            key.view(-1).index_select(0, kk * nc + cc), nr1, rounding_mode="floor")
+        dv = torch.zeros(b * nc, dtype=torch.int64, device=key.device)
+        dv.scatter_reduce_(0, sb.index_select(0, kk) * nc + cc, gap, reduce="amax")
+        dv = dv.view(b, nc)
+        du = torch.where(col4row >= 0, dv.gather(1, col4row.clamp_min(0)), 0)
+        du.view(-1).index_copy_(0, sb * nr1 + self.src.index_select(0, kf), delta)
+        u += du.to(u.dtype)
+        v -= dv.to(v.dtype)
+        take = torch.nonzero(chosen.index_select(0, pk))[:, 0]
+        tb, ti, tj = (t.index_select(0, take) for t in (sb_p, pi, pj))
+        col4row.view(-1).index_copy_(0, tb * nr1 + ti, tj)
+        row4col.view(-1).index_copy_(0, tb * nc + tj, ti)
+        self._keep(~samples.index_select(0, self.sb))
+
+    def _keep(self, keep: Tensor) -> None:
+        """Keep only the searches ``keep``."""
+        remap = torch.cumsum(keep, 0) - 1
+        stay = torch.nonzero(keep.index_select(0, self.ak))[:, 0]
+        self.ak, self.ai, self.ad = (t.index_select(0, stay) for t in (self.ak, self.ai, self.ad))
+        self.ak = remap.index_select(0, self.ak)
+        at = torch.nonzero(keep)[:, 0]
+        (self.sb, self.src, self.rot, self.sinkd, self.born, self.key, self.vkey,
+         self.skey) = (t.index_select(0, at) for t in (
+             self.sb, self.src, self.rot, self.sinkd, self.born, self.key, self.vkey, self.skey))
+
+
+def _trace_paths(key: Tensor, rot: Tensor, sb: Tensor, sink: Tensor, last: Tensor,
+                 col4row: Tensor, nr1: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Each search's path back from its sink column to its free source row, as the pairs
+    ``(search, row, column)`` it would assign (a search's rows, taken strictly shorter each
+    time, form a tree, so the walk ends). ``last``: the sink's row where the search did not
+    store it (an unlisted sink), else -1."""
+    idx = torch.arange(sink.numel(), device=sink.device)
+    nc = key.shape[1]
+    j = sink
+    out: list[tuple[Tensor, Tensor, Tensor]] = []
+    while idx.numel():
+        i = (key.view(-1).index_select(0, idx * nc + j) % nr1 - rot.index_select(0, idx)) % nr1
+        if not out:
+            i = torch.where(last >= 0, last, i)
+        out.append((idx, i, j))
+        prev = col4row.view(-1).index_select(0, sb.index_select(0, idx) * nr1 + i)
+        more = torch.nonzero(prev >= 0)[:, 0]
+        idx, j = idx.index_select(0, more), prev.index_select(0, more)
+    if not out:
+        empty = torch.zeros(0, dtype=torch.int64, device=sink.device)
+        return empty, empty, empty
+    pk, pi, pj = (torch.cat(t) for t in zip(*out))
+    return pk, pi, pj
+
+
+def _disjoint(pk: Tensor, row_slot: Tensor, sink_slot: Tensor, delta: Tensor, n_slots: int,
+              passes: int = 3) -> Tensor:
+    """Which paths to augment: vertex-disjoint ones (rows ``row_slot`` of path ``pk``, one
+    sink column each), greedy by shortest distance. A path is taken when it comes first, by
+    ``(delta, index)``, at each of its vertices among the paths still open (so each sample's
+    first path always is); paths meeting a taken one close; ``passes`` such passes."""
+    n = delta.numel()
+    dev = delta.device
+    prio = delta * n + torch.arange(n, device=dev)
+    chosen = torch.zeros(n, dtype=torch.bool, device=dev)
+    open_ = torch.ones(n, dtype=torch.bool, device=dev)
+    big = torch.iinfo(torch.int64).max
+    for _ in range(passes):
+        live = open_[pk]
+        row_first = torch.full((n_slots,), big, dtype=torch.int64, device=dev)
+        row_first.scatter_reduce_(0, row_slot[live], prio[pk[live]], reduce="amin")
+        sink_first = torch.full((n_slots,), big, dtype=torch.int64, device=dev)
+        sink_first.scatter_reduce_(0, sink_slot[open_], prio[open_], reduce="amin")
+        lost = open_ & (sink_first[sink_slot] != prio)
+        lost[pk[live & (row_first[row_slot] != prio[pk])]] = True
+        win = open_ & ~lost
+        chosen |= win
+        taken_row = torch.zeros(n_slots, dtype=torch.bool, device=dev)
+        taken_row[row_slot[win[pk]]] = True
+        taken_sink = torch.zeros(n_slots, dtype=torch.bool, device=dev)
+        taken_sink[sink_slot[win]] = True
+        meets = taken_sink[sink_slot]
+        meets[pk[taken_row[row_slot]]] = True
+        open_ &= ~win & ~meets
+        if not bool(open_.any()):
+            break
+    return chosen
 
 
 def _finish_per_sample(cost: Tensor, rows_live: Tensor, col4row: Tensor, sel: Tensor) -> None:

@@ -38,6 +38,10 @@ def test_auction_and_scipy_equal_ortools(seed, m, n, ties):
                    mt.sap_match(values, cand, n, resolution=0.01, finish="batched",
                                 greedy_passes=0, reduction_rounds=0),
                    mt.sap_match(values, cand, n, resolution=0.01, finish_share=1.0),
+                   mt.sap_match(values, cand, n, resolution=0.01, finish="batched",
+                                augment="rounds"),
+                   mt.sap_match(values, cand, n, resolution=0.01, finish="batched",
+                                augment="rounds", greedy_passes=0, reduction_rounds=0),
                    mt.auction_match(values, cand, n, resolution=0.01),
                    mt.scipy_match(values, cand, n, resolution=0.01)):
         assert torch.allclose(result.value, best, atol=1e-9)
@@ -77,9 +81,10 @@ def test_sap_equals_ortools_on_alike_preferences_and_wide_benefits():
     for scale in (1.0, 1e7):
         _, best = mt.ortools_match(values * scale, cand, n)
         for finish in ("batched", "scipy"):
-            result = mt.sap_match(values * scale, cand, n, finish=finish)
-            assert torch.allclose(result.value, best, rtol=0, atol=1e-6 * scale)
-            check_feasible(result, values, cand)
+            for augment in ("paths", "rounds"):
+                result = mt.sap_match(values * scale, cand, n, finish=finish, augment=augment)
+                assert torch.allclose(result.value, best, rtol=0, atol=1e-6 * scale)
+                check_feasible(result, values, cand)
 
 
 def test_sap_equals_ortools_with_duplicate_rows_and_columns():
@@ -103,9 +108,71 @@ def test_sap_equals_ortools_with_duplicate_rows_and_columns():
                              finish_steps=2)
         assert batched.finished_per_sample == 0 and mixed.finished_per_sample > 0
         assert early.rounds <= 2 and early.finished_per_sample > 0
-        for result in (batched, mixed, early):
+        rounds = mt.sap_match(values, cand, n, resolution=0.25, finish="batched",
+                              augment="rounds")
+        rounds_mixed = mt.sap_match(values, cand, n, resolution=0.25, finish="scipy",
+                                    finish_share=0.5, augment="rounds")
+        assert rounds.finished_per_sample == 0
+        for result in (batched, mixed, early, rounds, rounds_mixed):
             assert torch.equal(result.value, best)
             check_feasible(result, values, cand)
+
+
+def tied_instance(seed: int, b: int, m: int, n: int, k: int, kinds: int, zones: int):
+    """Orders of ``kinds`` kinds, each kind listing the same vehicles with the same scores
+    (identical columns or rows of the assignment), vehicles of ``zones`` alike zones, a quarter
+    of the pairs padded, and the last sample with no usable pair at all."""
+    g = torch.Generator().manual_seed(seed)
+    kind = torch.randint(0, kinds, (b, m), generator=g)
+    lists = torch.stack([torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(kinds)])
+                         for _ in range(b)])  # [B, kinds, K]
+    cand = lists.gather(1, kind.unsqueeze(2).expand(b, m, k)).clone()
+    zone = torch.randint(0, zones, (b, n), generator=g)
+    table = torch.randint(-2, 12, (b, kinds, zones), generator=g).float() / 4
+    values = table[torch.arange(b).view(b, 1, 1), kind.unsqueeze(2),
+                   zone.gather(1, cand.view(b, -1)).view(b, m, k)]
+    pad = torch.rand(b, kinds, k, generator=g) < 0.25
+    cand[pad.gather(1, kind.unsqueeze(2).expand(b, m, k))] = -1
+    values[-1] = -1.0
+    return values, cand
+
+
+@pytest.mark.parametrize("m, n", [(40, 12), (12, 40), (30, 30), (1, 8), (8, 1)])
+def test_rounds_equal_ortools_on_heavy_ties(m, n):
+    """The parallel rounds (one search per free row, combined dual update, disjoint paths)
+    on many identical columns and rows, both orientations, square, single row or column,
+    padding and an empty sample: the optimum of OR-Tools, a feasible matching."""
+    for seed in range(3):
+        values, cand = tied_instance(seed, 20, m, n, min(n, 6), kinds=3, zones=2)
+        _, best = mt.ortools_match(values, cand, n, resolution=0.25)
+        for kw in ({}, {"greedy_passes": 0, "reduction_rounds": 0}):
+            result = mt.sap_match(values, cand, n, resolution=0.25, finish="batched",
+                                  augment="rounds", **kw)
+            assert torch.equal(result.value, best)
+            assert float(result.value[-1]) == 0.0 and (result.assignment[-1] == -1).all()
+            check_feasible(result, values, cand)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), m=st.integers(1, 12), n=st.integers(1, 12),
+       kinds=st.integers(1, 4), zones=st.integers(1, 3))
+def test_rounds_equal_ortools_on_random_ties(seed, m, n, kinds, zones):
+    values, cand = tied_instance(seed, 5, m, n, min(n, 5), kinds, zones)
+    _, best = mt.ortools_match(values, cand, n, resolution=0.25)
+    result = mt.sap_match(values, cand, n, resolution=0.25, finish="batched", augment="rounds")
+    assert torch.equal(result.value, best)
+    check_feasible(result, values, cand)
+
+
+def test_disjoint_paths_share_no_vertex_and_keep_each_samples_first():
+    """Paths 0-3 of one sample and path 4 of another: 0 and 1 share row 5, 2 and 3 share
+    their sink; the shortest of each conflicting pair is kept, 4 alone is kept."""
+    pk = torch.tensor([0, 0, 1, 1, 2, 3, 4])
+    row_slot = torch.tensor([5, 6, 5, 7, 8, 9, 5 + 100])
+    sink_slot = torch.tensor([1, 2, 3, 3, 101])
+    delta = torch.tensor([4, 2, 1, 3, 9])
+    chosen = mt._disjoint(pk, row_slot, sink_slot, delta, 200)
+    assert chosen.tolist() == [False, True, True, False, True]
 
 
 @settings(max_examples=25, deadline=None)
@@ -137,6 +204,55 @@ def test_sap_stages_keep_the_optimality_invariants(seed, m, n, rounds, ties):
         assert (v[row4col < 0] == 0).all() and (v <= 0).all()
         rows = torch.arange(nr).expand(b, nr)
         assert torch.equal(row4col.gather(1, col4row.clamp_min(0))[hit], rows[hit])
+
+
+def check_invariants(cost, live, u, v, col4row, row4col) -> None:
+    """Reduced costs >= 0, assigned pairs tight, free columns at v = 0, other columns at
+    v <= 0, and the two assignment maps agree."""
+    b, nr, _ = cost.shape
+    reduced = cost - u.unsqueeze(2) - v.unsqueeze(1)
+    assert (reduced[:, :-1][live[:, :-1]] >= 0).all()
+    hit = col4row >= 0
+    assert (reduced.gather(2, col4row.clamp_min(0).unsqueeze(2)).squeeze(2)[hit] == 0).all()
+    assert (v[row4col < 0] == 0).all() and (v <= 0).all()
+    rows = torch.arange(nr).expand(b, nr)
+    assert torch.equal(row4col.gather(1, col4row.clamp_min(0))[hit], rows[hit])
+    assert int(hit.sum()) == int((row4col >= 0).sum())
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), m=st.integers(1, 10), n=st.integers(2, 10),
+       kinds=st.integers(1, 4), greedy=st.booleans())
+def test_every_round_keeps_the_optimality_invariants(seed, m, n, kinds, greedy):
+    """After every round of `_Rounds` (combined dual update, disjoint augmentations) the
+    invariants hold and the round assigns at least one more row of each sample it ends."""
+    values, cand = tied_instance(seed, 4, m, n, min(n, 4), kinds, 2)
+    a, _ = mt._checked_benefits(values, cand, n, 0.25)
+    local, nl = mt._local_objects(a, cand, n)
+    cost, live, u, _, tight = mt._cost_matrix(a, local, nl, m <= nl)
+    b, nr, nc = cost.shape
+    u = torch.where(live, u, torch.zeros((), dtype=cost.dtype))
+    v = torch.zeros(b, nc, dtype=cost.dtype)
+    col4row = torch.full((b, nr), -1, dtype=torch.int64)
+    row4col = torch.full((b, nc), -1, dtype=torch.int64)
+    if greedy:
+        mt._greedy(*tight, live, col4row, row4col, 1)
+    rounds = mt._Rounds(cost, live)
+    rounds.start(torch.ones(b, dtype=torch.bool), col4row, 0)
+    for step in range(10 * nr * nc):
+        searching, ready = rounds.progress()
+        if not searching.any():
+            break
+        if ready.any():
+            before = (col4row >= 0).sum(1)
+            rounds.finish(ready, u, v, col4row, row4col)
+            assert ((col4row >= 0).sum(1)[ready] > before[ready]).all()
+            check_invariants(cost, live, u, v, col4row, row4col)
+            rounds.start(ready, col4row, step)
+        else:
+            rounds.relax(u, v, row4col)
+    assert not rounds.searching().any()
+    assert ((col4row >= 0) == live).all()
 
 
 def test_level_minimum_is_the_same_packed_or_not():
@@ -200,6 +316,8 @@ def test_bad_input_is_a_clear_error():
         mt.sap_match(values, cand, 4, finish="later")
     with pytest.raises(ValueError, match="finish_share"):
         mt.sap_match(values, cand, 4, finish_share=1.5)
+    with pytest.raises(ValueError, match="augment"):
+        mt.sap_match(values, cand, 4, augment="magic")
     with pytest.raises(ValueError, match="finish_steps"):
         mt.sap_match(values, cand, 4, finish_steps=-1)
     with pytest.raises(ValueError, match="idle_arcs"):
