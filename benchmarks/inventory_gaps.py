@@ -1,7 +1,7 @@
 """Learned policies vs heuristics vs references on the HDPO paper's inventory settings.
 
     python benchmarks/inventory_gaps.py --suite lost [--steps 600] [--out benchmarks/results/gaps.csv]
-        [--shard K/N] [--reverse]
+        [--shard K/N] [--reverse] [--where lead_time=15,20]
 
 Suites: backlog (24 one-store instances), lost (16), serial (4), transshipment (8, GNN from
 128 training scenarios), transshipment_policies and one_warehouse (GNN vs MLP at 128 and 8,192
@@ -48,6 +48,23 @@ def suites() -> dict[str, list[tuple[str, dict, dict]]]:
             "transshipment_policies": trans_policies, "one_warehouse": warehouse}
 
 
+def parse_where(clauses: list[str]) -> dict[str, set[str]]:
+    """``["lead_time=15,20", "penalty=39"]`` -> ``{"lead_time": {"15", "20"}, "penalty": {"39"}}``."""
+    wanted: dict[str, set[str]] = {}
+    for clause in clauses:
+        key, sep, values = clause.partition("=")
+        if not sep or not key or not values:
+            raise SystemExit(f"--where: KEY=V1[,V2...], got {clause!r}")
+        wanted.setdefault(key, set()).update(values.split(","))
+    return wanted
+
+
+def matches(params: dict, wanted: dict[str, set[str]]) -> bool:
+    """Whether every filtered parameter is present with one of its wanted values (compared as
+    text, so 20 matches both 20 and 20.0 only when written alike)."""
+    return all(key in params and str(params[key]) in values for key, values in wanted.items())
+
+
 def time_to_gap(history: list[dict], reference: float, pct: float = 1.0) -> float:
     for h in history:
         if h["step"] > 0 and h["dev_cost"] <= reference * (1 + pct / 100):
@@ -62,6 +79,8 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=256)
     ap.add_argument("--horizon", type=int, help="evaluation periods (default: scenario's)")
     ap.add_argument("--limit", type=int, help="run at most this many instances")
+    ap.add_argument("--where", action="append", default=[], metavar="KEY=V1[,V2]",
+                    help="only instances whose parameter KEY is one of the values (repeatable)")
     ap.add_argument("--shard", default="0/1",
                     help="K/N: run every N-th instance from the K-th (parallel runs, one --out each)")
     ap.add_argument("--reverse", action="store_true",
@@ -71,7 +90,8 @@ def main() -> None:
     out = Path(args.out)
     done = pd.read_csv(out) if out.exists() else pd.DataFrame()
     names = list(suites()) if args.suite == "all" else [args.suite]
-    instances = [(s, i) for n in names for i in suites()[n] for s in [n]]
+    wanted = parse_where(args.where)
+    instances = [(s, i) for n in names for i in suites()[n] for s in [n] if matches(i[1], wanted)]
     shard, shards = (int(x) for x in args.shard.split("/"))
     if not 0 <= shard < shards:
         raise SystemExit(f"--shard: K/N with 0 <= K < N, got {args.shard}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from oprl.algorithms.hdpo import evaluate_cost, train_hdpo
+from oprl.algorithms.hdpo import evaluate_cost, lead_time_dev_horizon, train_hdpo
 from oprl.algorithms.reinforce import gradient_variance, reinforce_loss
 from policies.heuristics import BaseStock, tune_base_stock
 from policies.mlp import MLPPolicy
@@ -87,6 +87,42 @@ def test_bad_warmup_is_a_value_error() -> None:
     sim = inv.one_store_backlog()
     with pytest.raises(ValueError, match="warmup"):
         train_hdpo(sim, _policy(sim), steps=1, horizon=10, warmup=10)
+
+
+def test_dev_episodes_count_lead_time_windows() -> None:
+    """45 windows of L+1 periods after a 40-period warm-up; never shorter than training."""
+    long, short = inv.one_store_backlog(lead_time=20), inv.one_store_backlog(lead_time=1)
+    assert lead_time_dev_horizon(long, 100, 40, 45) == 40 + 45 * 21
+    assert lead_time_dev_horizon(short, 100, 40, 45) == 130
+    assert lead_time_dev_horizon(short, 100, 40, 20) == 100
+    assert lead_time_dev_horizon(long, 100, 40, 0) == 100
+    assert lead_time_dev_horizon(object(), 100, 40, 45) == 100  # no lead times: unchanged
+
+
+def test_train_hdpo_samples_the_lengthened_dev_set(monkeypatch) -> None:
+    sim = inv.one_store_backlog(lead_time=3)
+    horizons: list[int] = []
+    sample = sim.sample_trace
+
+    def spy(batch, horizon=None, **kw):
+        horizons.append(horizon)
+        return sample(batch, horizon, **kw)
+
+    monkeypatch.setattr(sim, "sample_trace", spy)
+    train_hdpo(sim, _policy(sim), steps=1, batch_size=8, horizon=20, warmup=5, dev_scenarios=8,
+               dev_windows=10)
+    assert horizons[0] == 5 + 10 * 4 and horizons[1:] == [20]  # dev set first, then training
+    horizons.clear()
+    train_hdpo(sim, _policy(sim), steps=1, batch_size=8, horizon=20, warmup=5, dev_scenarios=8,
+               dev_windows=10, dev_horizon=30)
+    assert horizons == [30, 20]  # an explicit dev_horizon wins
+
+
+def test_one_store_scenarios_lengthen_their_dev_sets() -> None:
+    from oprl import registry
+
+    for name in ("inventory/one_store_backlog", "inventory/one_store_lost", "inventory/serial"):
+        assert registry.get(name).hyper("hdpo")["dev_windows"] > 0
 
 
 def test_hdpo_gradient_variance_is_far_below_reinforce() -> None:

@@ -424,3 +424,19 @@ def test_fast_observation_equals_its_feature_by_feature_definition(build):
         assert torch.allclose(fast["onhand"] + fast["inbound"], position)
         action = 6 * torch.rand(5, sim.network.n_edges, generator=gen)
         state, _, _ = sim.step(state, action, t, trace)
+
+
+def test_benchmark_where_filter_selects_backlog_instances() -> None:
+    """`benchmarks/inventory_gaps.py --where lead_time=15,20 --where penalty=39`."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "inventory_gaps.py"
+    spec = importlib.util.spec_from_file_location("inventory_gaps", path)
+    gaps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gaps)
+    wanted = gaps.parse_where(["lead_time=15,20", "penalty=39"])
+    chosen = [p for _, p, _ in gaps.suites()["backlog"] if gaps.matches(p, wanted)]
+    assert chosen == [{"penalty": 39, "lead_time": 15}, {"penalty": 39, "lead_time": 20}]
+    assert not gaps.matches({"n_stores": 3}, wanted)  # a missing key never matches
+    with pytest.raises(SystemExit):
+        gaps.parse_where(["lead_time"])

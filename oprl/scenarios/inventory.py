@@ -7,8 +7,12 @@ from oprl.registry import Scenario
 _INV = "simulators.inventory:"
 _INV_HEUR = "policies.heuristics:inventory_heuristics"
 _INV_REF = "solvers.inventory:references"
-# measured on 2 CPU cores (benchmarks/RESULTS.md): ~0.3 s per MLP step at batch 256
-_ONE_STORE = {"steps": 600, "batch_size": 256, "lr": 3e-3, "lr_final_fraction": 0.05}
+# measured on 2 CPU cores (benchmarks/RESULTS.md): ~0.3 s per MLP step at batch 256.
+# dev_windows: dev episodes long enough for 45 lead-time windows (L=20: 985 periods, L=1:
+# 130 instead of the training 100), so the kept weights are the best ones, not the dev set's luckiest
+# (`oprl.algorithms.hdpo.lead_time_dev_horizon`)
+_ONE_STORE = {"steps": 600, "batch_size": 256, "lr": 3e-3, "lr_final_fraction": 0.05,
+              "dev_windows": 45}
 _NETWORK = {"steps": 300, "batch_size": 64, "lr": 3e-3, "lr_final_fraction": 0.1,
             "dev_scenarios": 128}
 _SMALL_GNN = {"hidden": 32, "layers": 2}
