@@ -44,7 +44,6 @@ from oprl.core import Observation, Rollout, State, Trace
 from oprl.data import dataset_path, load_trips
 from simulators.matching import MATCHERS, NO_MATCH, check_problem_size, match
 from simulators.pooling import (
-    ROUTE_KEYS,
     Insertion,
     advance,
     cheapest_insertion,
@@ -52,6 +51,7 @@ from simulators.pooling import (
     insert,
     paths,
     riders,
+    routes_of,
 )
 
 # Assumed average taxi speeds (km/h) by hour of day in Manhattan: slow in the day and the
@@ -363,7 +363,7 @@ class DispatchSimulator:
             state[key][:, row] = value
         state.pop("_candidates", None)
         if self.params.capacity > 1:
-            state.update(advance({k: state[k] for k in (*ROUTE_KEYS, "route_len")}, t))
+            state.update(advance(routes_of(state), t))
         return state
 
     def candidates(self, state: State, t: int) -> Candidates:
@@ -418,7 +418,7 @@ class DispatchSimulator:
         p = self.params
         b, m = origin.shape
         v = p.n_vehicles
-        routes = {k: state[k] for k in (*ROUTE_KEYS, "route_len")}
+        routes = routes_of(state)
         path = paths(routes, state["vehicle_zone"], t)
         seat = riders(routes) < p.capacity
         n_seat = max(1, int(seat.sum(1).max()))
@@ -588,8 +588,8 @@ class DispatchSimulator:
         mb, mm = matched.nonzero(as_tuple=True)
         pos = choice[mb, mm]
         vv = c.vehicle[mb, mm, pos]
-        routes = {k: state[k] for k in (*ROUTE_KEYS, "route_len")}
-        path = {k: x[mb, vv] for k, x in paths(routes, state["vehicle_zone"], t).items()}
+        routes = routes_of(state)
+        path = paths({k: x[mb, vv] for k, x in routes.items()}, state["vehicle_zone"][mb, vv], t)
         ins = Insertion(*(getattr(c.insertion, f)[mb, mm, pos]
                           for f in Insertion.__dataclass_fields__))
         request = state["requested"][mb, c.slot[mb, mm]]

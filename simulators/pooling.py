@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-ROUTE_KEYS = ("route_zone", "route_time", "route_drop", "route_req")
+ROUTE_KEYS = ("route_zone", "route_time", "route_drop", "route_req")  # per stop
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,11 @@ def initial_routes(zone0: Tensor, free0: Tensor, capacity: int) -> dict[str, Ten
     drop[..., 0] = busy
     return {"route_zone": zone, "route_time": time, "route_drop": drop, "route_req": time.clone(),
             "route_len": busy.long()}
+
+
+def routes_of(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The route fields of a simulator state (per-stop fields and ``route_len``)."""
+    return {k: state[k] for k in (*ROUTE_KEYS, "route_len")}
 
 
 def advance(routes: dict[str, Tensor], t: int) -> dict[str, Tensor]:

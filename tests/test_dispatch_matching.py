@@ -23,6 +23,34 @@ def random_instance(seed: int, b: int, m: int, n: int, k: int, ties: bool):
     return values, cand
 
 
+def sap_start(values, cand, n: int, m: int, resolution: float):
+    """`sap_match`'s problem before any stage: costs, live pairs, duals ``u``/``v``, empty
+    assignment maps, the infinity and the tight pairs for the greedy start."""
+    a, _ = mt._checked_benefits(values, cand, n, resolution)
+    local, nl = mt._local_objects(a, cand, n)
+    cost, live, u, inf, tight = mt._cost_matrix(a, local, nl, m <= nl)
+    b, nr, nc = cost.shape
+    u = torch.where(live, u, torch.zeros((), dtype=cost.dtype))
+    v = torch.zeros(b, nc, dtype=cost.dtype)
+    col4row = torch.full((b, nr), -1, dtype=torch.int64)
+    row4col = torch.full((b, nc), -1, dtype=torch.int64)
+    return cost, live, u, v, col4row, row4col, inf, tight
+
+
+def check_invariants(cost, live, u, v, col4row, row4col) -> None:
+    """Reduced costs >= 0, assigned pairs tight, free columns at v = 0, other columns at
+    v <= 0, and the two assignment maps agree."""
+    b, nr, _ = cost.shape
+    reduced = cost - u.unsqueeze(2) - v.unsqueeze(1)
+    assert (reduced[:, :-1][live[:, :-1]] >= 0).all()
+    hit = col4row >= 0
+    assert (reduced.gather(2, col4row.clamp_min(0).unsqueeze(2)).squeeze(2)[hit] == 0).all()
+    assert (v[row4col < 0] == 0).all() and (v <= 0).all()
+    rows = torch.arange(nr).expand(b, nr)
+    assert torch.equal(row4col.gather(1, col4row.clamp_min(0))[hit], rows[hit])
+    assert int(hit.sum()) == int((row4col >= 0).sum())
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), m=st.integers(1, 9), n=st.integers(1, 9),
        ties=st.booleans())
@@ -183,41 +211,15 @@ def test_sap_stages_keep_the_optimality_invariants(seed, m, n, rounds, ties):
     >= 0, assigned pairs tight, free columns at v = 0, other columns at v <= 0 (the exactness
     argument of `sap_match`)."""
     values, cand = random_instance(seed, 4, m, n, min(n, 4), ties)
-    a, _ = mt._checked_benefits(values, cand, n, 0.5)
-    local, nl = mt._local_objects(a, cand, n)
-    cost, live, u, inf, tight = mt._cost_matrix(a, local, nl, m <= nl)
-    b, nr, nc = cost.shape
-    u = torch.where(live, u, torch.zeros((), dtype=cost.dtype))
-    v = torch.zeros(b, nc, dtype=cost.dtype)
-    col4row = torch.full((b, nr), -1, dtype=torch.int64)
-    row4col = torch.full((b, nc), -1, dtype=torch.int64)
+    cost, live, u, v, col4row, row4col, inf, tight = sap_start(values, cand, n, m, 0.5)
     mt._greedy(*tight, live, col4row, row4col, 1)
+    nc = cost.shape[2]
     stages = [lambda: mt._reduce_rows(cost, u, v, col4row, row4col, live, rounds)] if nc >= 2 \
         else []
     stages.append(lambda: mt._augment_all(cost, u, v, col4row, row4col, live, inf, -1, [0]))
     for stage in stages:
         stage()
-        reduced = cost - u.unsqueeze(2) - v.unsqueeze(1)
-        assert (reduced[:, :-1][live[:, :-1]] >= 0).all()
-        hit = col4row >= 0
-        assert (reduced.gather(2, col4row.clamp_min(0).unsqueeze(2)).squeeze(2)[hit] == 0).all()
-        assert (v[row4col < 0] == 0).all() and (v <= 0).all()
-        rows = torch.arange(nr).expand(b, nr)
-        assert torch.equal(row4col.gather(1, col4row.clamp_min(0))[hit], rows[hit])
-
-
-def check_invariants(cost, live, u, v, col4row, row4col) -> None:
-    """Reduced costs >= 0, assigned pairs tight, free columns at v = 0, other columns at
-    v <= 0, and the two assignment maps agree."""
-    b, nr, _ = cost.shape
-    reduced = cost - u.unsqueeze(2) - v.unsqueeze(1)
-    assert (reduced[:, :-1][live[:, :-1]] >= 0).all()
-    hit = col4row >= 0
-    assert (reduced.gather(2, col4row.clamp_min(0).unsqueeze(2)).squeeze(2)[hit] == 0).all()
-    assert (v[row4col < 0] == 0).all() and (v <= 0).all()
-    rows = torch.arange(nr).expand(b, nr)
-    assert torch.equal(row4col.gather(1, col4row.clamp_min(0))[hit], rows[hit])
-    assert int(hit.sum()) == int((row4col >= 0).sum())
+        check_invariants(cost, live, u, v, col4row, row4col)
 
 
 @settings(max_examples=25, deadline=None)
@@ -227,14 +229,8 @@ def test_every_round_keeps_the_optimality_invariants(seed, m, n, kinds, greedy):
     """After every round of `_Rounds` (combined dual update, disjoint augmentations) the
     invariants hold and the round assigns at least one more row of each sample it ends."""
     values, cand = tied_instance(seed, 4, m, n, min(n, 4), kinds, 2)
-    a, _ = mt._checked_benefits(values, cand, n, 0.25)
-    local, nl = mt._local_objects(a, cand, n)
-    cost, live, u, _, tight = mt._cost_matrix(a, local, nl, m <= nl)
+    cost, live, u, v, col4row, row4col, _, tight = sap_start(values, cand, n, m, 0.25)
     b, nr, nc = cost.shape
-    u = torch.where(live, u, torch.zeros((), dtype=cost.dtype))
-    v = torch.zeros(b, nc, dtype=cost.dtype)
-    col4row = torch.full((b, nr), -1, dtype=torch.int64)
-    row4col = torch.full((b, nc), -1, dtype=torch.int64)
     if greedy:
         mt._greedy(*tight, live, col4row, row4col, 1)
     rounds = mt._Rounds(cost, live)
