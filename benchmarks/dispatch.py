@@ -4,6 +4,7 @@ and OSPO training time.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dispatch.py [--batch 64] [--quick]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dispatch.py --matching-only --no-auction --batch 128
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dispatch.py --matching-only --no-auction --batch 256 --minutes 5
 
 Times are per instance, both wall clock and CPU time of this process (the machine is shared:
 CPU time is the steadier of the two), the median of ``--repeats`` alternating runs; each
@@ -31,9 +32,22 @@ from simulators.dispatch import manhattan
 OUT = Path(__file__).parent / "results"
 
 
-def instances(batch: int, minutes: list[int], seed: int = 0):
+def instances(batch: int, minutes: list[int], seed: int = 0, chunk: int = 128):
     """Candidate lists and learned-style scores of the default scenario at given minutes,
-    with the min-pickup assignment driving the episodes between them."""
+    with the min-pickup assignment driving the episodes between them. Batches above
+    ``chunk`` (the simulator refuses 256 episodes' candidate pairs at once) are built from
+    chunks of episodes with seeds ``seed, seed + 1, ...``, their order lists padded alike."""
+    if batch <= chunk:
+        yield from _instances(batch, minutes, seed)
+        return
+    parts = [_instances(min(chunk, batch - start), minutes, seed + k)
+             for k, start in enumerate(range(0, batch, chunk))]
+    for pieces in zip(*parts):
+        yield (pieces[0][0], _cat_orders([p[1] for p in pieces], 0.0),
+               _cat_orders([p[2] for p in pieces], -1))
+
+
+def _instances(batch: int, minutes: list[int], seed: int):
     sim = manhattan()
     trace = sim.sample_trace(batch, max(minutes) + 1, seed=seed)
     state = sim.reset(trace)
@@ -46,6 +60,13 @@ def instances(batch: int, minutes: list[int], seed: int = 0):
                 cand = sim.candidates(state, t)
                 yield t, scorer(obs), torch.where(cand.pair_valid, cand.vehicle, -1)
             state, _, _ = sim.apply(state, sim.decide(state, rule(obs), t), t, trace)
+
+
+def _cat_orders(parts: list[torch.Tensor], fill: float) -> torch.Tensor:
+    """``[B_k, M_k, K]`` tensors joined over the batch, each padded to the largest ``M``."""
+    m = max(x.shape[1] for x in parts)
+    return torch.cat([torch.nn.functional.pad(x, (0, 0, 0, m - x.shape[1]), value=fill)
+                      for x in parts])
 
 
 def timed(fn, *args, **kw):
@@ -104,23 +125,30 @@ def matching(batch: int, minutes: list[int], auction: bool = True, repeats: int 
     return pd.DataFrame(rows)
 
 
+def _rollout_row(sim, policy, trace, **labels) -> dict:
+    """Wall time, episode-minutes per second and mean reward / served orders of one rollout."""
+    with torch.no_grad():
+        result, wall, _ = timed(rollout, sim, policy, trace, keep_metrics=True)
+    batch, horizon = trace.batch, trace.horizon
+    row = {**labels, "batch": batch, "horizon": horizon, "wall_s": wall,
+           "episode_minutes_per_s": batch * horizon / wall,
+           "vehicle_minutes_per_s": batch * horizon * sim.params.n_vehicles / wall,
+           "mean_reward": float(sim.episode_metric(result.rewards).mean()),
+           "served": float(sim.episode_metrics(result)["served_orders"].mean())}
+    print(row, flush=True)
+    return row
+
+
 def throughput(batch: int) -> pd.DataFrame:
-    sim = manhattan()
+    """Rollouts of each policy (and both exact matchers) on one 30-minute trace."""
+    sim, sap_sim = manhattan(), manhattan(matcher="sap")
     trace = sim.sample_trace(batch, 30, seed=1)
-    rows = []
-    sap_sim = manhattan(matcher="sap")
-    for name, pol, on in (("assign-pickup", PickupAssignment(sim), sim),
-                          ("assign-pickup (sap matcher)", PickupAssignment(sap_sim), sap_sim),
-                          ("greedy-nearest", NearestGreedy(sim), sim), ("mlp", PairMLP(sim), sim)):
-        with torch.no_grad():
-            result, s, _ = timed(rollout, on, pol, trace)
-        served = float(sim.episode_metric(result.rewards).mean())
-        rows.append({"policy": name, "batch": batch, "horizon": 30, "wall_s": s,
-                     "episode_minutes_per_s": batch * 30 / s,
-                     "vehicle_minutes_per_s": batch * 30 * sim.params.n_vehicles / s,
-                     "mean_reward": served})
-        print(rows[-1], flush=True)
-    return pd.DataFrame(rows)
+    return pd.DataFrame([
+        _rollout_row(on, pol, trace, policy=name)
+        for name, pol, on in (("assign-pickup", PickupAssignment(sim), sim),
+                              ("assign-pickup (sap matcher)", PickupAssignment(sap_sim), sap_sim),
+                              ("greedy-nearest", NearestGreedy(sim), sim),
+                              ("mlp", PairMLP(sim), sim))])
 
 
 def pooling_throughput(batch: int) -> pd.DataFrame:
@@ -128,13 +156,8 @@ def pooling_throughput(batch: int) -> pd.DataFrame:
     rows = []
     for capacity in (1, 2, 3):
         sim = manhattan(capacity=capacity, matcher="scipy")
-        trace = sim.sample_trace(batch, 30, seed=0)
-        with torch.no_grad():
-            result, s, _ = timed(rollout, sim, PickupAssignment(sim), trace, keep_metrics=True)
-        rows.append({"capacity": capacity, "batch": batch, "horizon": 30, "wall_s": s,
-                     "episode_minutes_per_s": batch * 30 / s,
-                     "served": float(sim.episode_metrics(result)["served_orders"].mean())})
-        print(rows[-1], flush=True)
+        rows.append(_rollout_row(sim, PickupAssignment(sim), sim.sample_trace(batch, 30, seed=0),
+                                 capacity=capacity))
     return pd.DataFrame(rows)
 
 
@@ -162,6 +185,8 @@ def main() -> None:
     parser.add_argument("--no-matching", action="store_true", help="throughput/training only")
     parser.add_argument("--pooling", action="store_true",
                         help="only the simulator's throughput at capacity 1, 2, 3")
+    parser.add_argument("--minutes", type=lambda v: [int(x) for x in v.split(",")],
+                        help="matching instances at these minutes (default 0,5,10,20)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="alternating runs per matcher; the median is reported")
     args = parser.parse_args()
@@ -169,8 +194,10 @@ def main() -> None:
     if args.pooling:
         pooling_throughput(8).to_csv(OUT / "dispatch_pooling_throughput.csv", index=False)
         return
-    minutes = [0, 10] if args.quick else [0, 5, 10, 20]
+    minutes = args.minutes or ([0, 10] if args.quick else [0, 5, 10, 20])
     name = "dispatch_matching.csv" if args.batch == 64 else f"dispatch_matching_b{args.batch}.csv"
+    if args.minutes:
+        name = name.replace(".csv", "_m" + "_".join(map(str, minutes)) + ".csv")
     if not args.no_matching:
         matching(args.batch, minutes, not args.no_auction, args.repeats).to_csv(
             OUT / name, index=False)
