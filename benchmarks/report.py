@@ -18,6 +18,12 @@ def _fmt(v: float, spec: str = ".2f") -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+def _pm(stderr: float) -> str:
+    """`` ± s.e.`` of a paired gap; nothing against a bound, which is not simulated."""
+    text = _fmt(stderr)
+    return f" ± {text}" if text else ""
+
+
 def instance_table(frame: pd.DataFrame) -> str:
     lines = ["| instance | learned | gap % (± s.e.) | best heuristic | its gap % | reference (kind) "
              "| ref. value | train s | to 1% s |", "|---|---|---|---|---|---|---|---|---|"]
@@ -29,7 +35,7 @@ def instance_table(frame: pd.DataFrame) -> str:
         ref_value = _fmt(float(ref["mean"].iloc[0]), ".4f") if len(ref) else ""
         lines.append(
             f"| {', '.join(f'{k}={v}' for k, v in params.items())} | {learned['mean']:.4f} "
-            f"| {learned['gap_pct']:+.2f} ± {_fmt(learned.get('gap_stderr_pct', math.nan))} "
+            f"| {learned['gap_pct']:+.2f}{_pm(learned.get('gap_stderr_pct', math.nan))} "
             f"| {heur['policy']} {heur['mean']:.4f} | {heur['gap_pct']:+.2f} "
             f"| {learned['reference']} ({learned['reference_kind']}) | {ref_value} "
             f"| {learned['wall_s']:.0f} | {_fmt(learned['time_to_1pct_s'], '.0f')} |")
