@@ -87,7 +87,7 @@ def train(
         "scenario": scenario, "params": _jsonable(params), "algo": algo or spec.algorithm,
         "policy": policy or spec.policy, "seed": seed,
         "policy_kwargs": spec.policy_kwargs if (policy or spec.policy) == spec.policy else {},
-        "hyper": {**spec.hyper(algo or spec.algorithm), **hyper}, "steps": steps,
+        "hyper": {**spec.hyper(algo or spec.algorithm, params), **hyper}, "steps": steps,
     }
     if not resume:  # a mistake is reported before the run folder is written
         _check_hyper(spec.trainer(config["algo"]), config["hyper"], config["algo"])

@@ -56,6 +56,9 @@ class Scenario:
     common_params: tuple[str, ...] = ()
     # per-algorithm overrides of ``train_defaults``
     algorithm_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # overrides that depend on the scenario's parameters: "module:function" mapping the
+    # parameters given to the overrides (applied after ``algorithm_defaults``)
+    param_defaults: str = ""
     # every name ``heuristics`` / ``references`` may return (lets a sweep spec be checked
     # before any work; empty: not checked)
     heuristic_names: tuple[str, ...] = ()
@@ -95,9 +98,12 @@ class Scenario:
                              f"{', '.join(self.algorithms)}")
         return load(self.algorithms[name])
 
-    def hyper(self, algorithm: str) -> dict[str, Any]:
-        """Training defaults of ``algorithm`` on this scenario."""
-        return {**self.train_defaults, **self.algorithm_defaults.get(algorithm, {})}
+    def hyper(self, algorithm: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Training defaults of ``algorithm`` on this scenario with ``params``."""
+        out = {**self.train_defaults, **self.algorithm_defaults.get(algorithm, {})}
+        if self.param_defaults:
+            out.update(load(self.param_defaults)(dict(params or {})))
+        return out
 
 
 def load(path: str) -> Callable:

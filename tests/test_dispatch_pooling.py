@@ -128,3 +128,21 @@ def test_routes_keep_capacity_order_and_timing_invariants(seed, capacity):
 def test_capacity_outside_one_to_three_is_refused(capacity):
     with pytest.raises(ValueError, match="capacity"):
         manhattan(n_vehicles=5, capacity=capacity)
+
+
+def test_pooled_training_explores_more_and_capacity_one_keeps_its_defaults(tmp_path):
+    from oprl import registry
+    from oprl.api import train
+
+    spec = registry.get("dispatch/manhattan")
+    for algo in ("ospo", "grpo"):
+        single, pooled = spec.hyper(algo, {"capacity": 1}), spec.hyper(algo, {"capacity": 3})
+        assert single == spec.hyper(algo)
+        assert (single["temperature"], single["lr"]) == (0.05, 3e-3)
+        assert (pooled["temperature"], pooled["lr"]) == (0.2, 1e-3)
+    # the run's saved configuration records the overrides; an explicit setting still wins
+    outcome = train("dispatch/manhattan", {"capacity": 2, "n_vehicles": 20, "horizon": 3},
+                    steps=0, out=tmp_path / "run", temperature=0.3, dev_scenarios=1)
+    config = (tmp_path / "run" / "config.json").read_text()
+    assert '"temperature": 0.3' in config and '"lr": 0.001' in config
+    assert outcome.steps_done == 0
