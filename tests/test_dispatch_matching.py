@@ -251,24 +251,32 @@ def test_every_round_keeps_the_optimality_invariants(seed, m, n, kinds, greedy):
     assert ((col4row >= 0) == live).all()
 
 
-def test_level_minimum_is_the_same_packed_or_not():
+def test_level_minimum_packed_or_not_and_its_tie_rules():
     g = torch.Generator().manual_seed(5)
-    r = torch.randint(0, 6, (7, 5), generator=g)
-    rows = torch.randint(0, 9, (7,), generator=g)
-    slot = torch.randint(0, 3, (7, 1), generator=g) * 5 + torch.arange(5)
-    packed = mt._level_min(r, rows, slot, 16, 10, 2**30, True)
-    plain = mt._level_min(r, rows, slot, 16, 10, 2**30, False)
-    assert all(torch.equal(x, y) for x, y in zip(packed, plain))
-    # brute force: the smallest value, then the lowest row attaining it
+    r = torch.randint(0, 3, (12, 5), generator=g)  # many ties
+    rows = torch.randint(0, 9, (12,), generator=g)
+    slot = torch.randint(0, 3, (12, 1), generator=g) * 5 + torch.arange(5)
+    span, mask = 16, torch.tensor([0, 5, 9, 3, 14])
+    packed = mt._level_min(r, rows, slot, 15, 10, 2**30, True, span, mask)
+    plain = mt._level_min(r, rows, slot, 15, 10, 2**30, False, span, mask)
+    assert torch.equal(packed[0], plain[0])
+    # brute force: the smallest value; packed, the row with the smallest row ^ mask[column]
+    # among those attaining it, plain, the lowest such row
     flat_r, flat_slot = r.reshape(-1), slot.reshape(-1)
     flat_rows = rows.unsqueeze(1).expand_as(r).reshape(-1)
-    for s in range(16):
+    tie_broken = 0
+    for s in range(15):  # 3 samples x 5 columns
         here = flat_slot == s
         if not here.any():
-            assert packed[0][s] == 2**30 and packed[1][s] == 0
+            assert packed[0][s] == 2**30 and packed[1][s] == 0 and plain[1][s] == 0
             continue
         low = flat_r[here].min()
-        assert packed[0][s] == low and packed[1][s] == flat_rows[here][flat_r[here] == low].min()
+        tied = flat_rows[here][flat_r[here] == low]
+        m = int(mask[s % 5])
+        assert packed[0][s] == low and plain[1][s] == tied.min()
+        assert int(packed[1][s]) == min(tied.tolist(), key=lambda row: row ^ m)
+        tie_broken += int(packed[1][s] != plain[1][s])
+    assert tie_broken > 0  # the two rules really differ on some tied slot
 
 
 def test_sap_matches_nothing_without_positive_pairs():
