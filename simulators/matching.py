@@ -565,6 +565,8 @@ class _Search:
         self.packed = inf < 2**62 // self.span
         # ties between rows go by a column-dependent order of the rows (see `_level_min`)
         self.row_mask = (self.col_ids * 40503 + 12345) % self.span
+        # what each level's minimum starts from: "unreached", decoding to row 0
+        self.unreached = (inf * self.span + self.row_mask).repeat(b) if self.packed else None
         self.shortest = torch.full((b, nc), inf, dtype=cost.dtype, device=dev)
         self.path = torch.zeros(b, nc, dtype=torch.int64, device=dev)
         self.root_col = torch.zeros(b, nc, dtype=torch.int64, device=dev)
@@ -586,8 +588,8 @@ class _Search:
         r = (self.flat_cost.index_select(0, sb * self.nr1 + sr)
              - (u[sb, sr] - self.dist[sb]).unsqueeze(1) - v.index_select(0, sb))
         slot = (sb * nc).unsqueeze(1) + self.col_ids
-        best, via = _level_min(r, sr, slot, b * nc, self.nr1, self.inf, self.packed,
-                               self.span, self.row_mask)
+        best, via = _level_min(r, sr, slot, b * nc, self.nr1, self.inf, self.span,
+                               self.row_mask, self.unreached)
         best, via = best.view(b, nc).to(self.shortest.dtype), via.view(b, nc)
         # reduced costs are >= 0, so a scanned column (distance <= dist) never improves
         better = best < self.shortest
@@ -1000,22 +1002,23 @@ def _reduce_rows(cost: Tensor, u: Tensor, v: Tensor, col4row: Tensor, row4col: T
 
 
 def _level_min(r: Tensor, rows: Tensor, slot: Tensor, n_slots: int, nr1: int, inf: int,
-               packed: bool, span: int, mask: Tensor) -> tuple[Tensor, Tensor]:
+               span: int, mask: Tensor, unreached: Tensor | None) -> tuple[Tensor, Tensor]:
     """Per (sample, column) slot, the smallest of ``r [L, C]`` over the level's rows and the
     row attaining it (``inf`` and row 0 where no row of the level reaches). ``slot [L, C]``
-    names each entry's slot. Any row attaining the minimum gives a shortest-path tree; with
-    ``packed`` (distance and row in one int64 key, rows below ``span``, a power of two) ties go
-    to the smallest ``row ^ mask[column]``, so that tied rows root different columns' search
-    trees and more of them augment in one phase (6% fewer steps on dispatch's minute-5
-    instances); else to the lowest row."""
+    names each entry's slot. Any row attaining the minimum gives a shortest-path tree. Packed
+    (``unreached`` given: distance and row in one int64 key, rows below ``span``, a power of
+    two; ``unreached`` is ``inf * span + mask`` over all slots), ties go to the smallest
+    ``row ^ mask[column]``, so that tied rows root different columns' search trees and more of
+    them augment in one phase (6% fewer steps on dispatch's minute-5 instances); else to the
+    lowest row."""
     flat_slot = slot.reshape(-1)
-    if packed:
+    if unreached is not None:
         key = (r.to(torch.int64) * span + (rows.unsqueeze(1) ^ mask)).reshape(-1)
-        low = (inf * span + mask).repeat(n_slots // mask.numel())  # unreached: row 0
+        low = unreached.clone()
         low.scatter_reduce_(0, flat_slot, key, reduce="amin")
         low = low.view(-1, mask.numel())
-        return (torch.div(low, span, rounding_mode="floor").view(-1),
-                (torch.remainder(low, span) ^ mask).view(-1))
+        shift = span.bit_length() - 1
+        return (low >> shift).view(-1), ((low & (span - 1)) ^ mask).view(-1)
     best = torch.full((n_slots,), inf, dtype=r.dtype, device=r.device)
     best.scatter_reduce_(0, flat_slot, r.reshape(-1), reduce="amin")
     at = torch.where(r == best[slot], rows.unsqueeze(1), nr1).reshape(-1)

@@ -257,8 +257,9 @@ def test_level_minimum_packed_or_not_and_its_tie_rules():
     rows = torch.randint(0, 9, (12,), generator=g)
     slot = torch.randint(0, 3, (12, 1), generator=g) * 5 + torch.arange(5)
     span, mask = 16, torch.tensor([0, 5, 9, 3, 14])
-    packed = mt._level_min(r, rows, slot, 15, 10, 2**30, True, span, mask)
-    plain = mt._level_min(r, rows, slot, 15, 10, 2**30, False, span, mask)
+    unreached = (2**30 * span + mask).repeat(3)
+    packed = mt._level_min(r, rows, slot, 15, 10, 2**30, span, mask, unreached)
+    plain = mt._level_min(r, rows, slot, 15, 10, 2**30, span, mask, None)
     assert torch.equal(packed[0], plain[0])
     # brute force: the smallest value; packed, the row with the smallest row ^ mask[column]
     # among those attaining it, plain, the lowest such row
