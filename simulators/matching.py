@@ -518,13 +518,16 @@ def _augment_all(cost: Tensor, u: Tensor, v: Tensor, col4row: Tensor, row4col: T
     are left, continue on those alone. Once at most ``finish_below`` samples are left, or
     after ``finish_after`` steps (``-1``: never), each sample left is solved by scipy (counted
     in ``finished``). Returns the steps."""
-    search = _Search(cost, rows_live & (col4row < 0), inf)
+    todo = rows_live & (col4row < 0)
+    search = _Search(cost, todo, inf)
+    # every step scans a level of some search, a search scans a new column per level, and each
+    # search assigns a free row: more steps than this would be a bug, never data
+    most_steps = (int(todo.sum()) + 1) * (cost.shape[2] + 1)
     steps = 0
     while True:
-        n_found, n_left, deepest = torch.stack(
-            [search.found.sum(), search.searching.sum(), search.levels.max()]).tolist()
-        if deepest > cost.shape[2] + 1:  # each level scans a new column: a bug, never data
-            raise RuntimeError("sap_match: a search ran past every column")
+        n_found, n_left = torch.stack([search.found.sum(), search.searching.sum()]).tolist()
+        if steps > most_steps:
+            raise RuntimeError("sap_match: the searches ran past every column")
         if n_found and n_found >= WAIT_SHARE * n_left:
             search.finish(u, v, col4row, row4col, rows_live)
             n_left = int(search.searching.sum())
@@ -577,7 +580,6 @@ class _Search:
         self.searching = todo.any(1)
         self.found = torch.zeros(b, dtype=torch.bool, device=dev)
         self.dist = torch.zeros(b, dtype=cost.dtype, device=dev)
-        self.levels = torch.zeros(b, dtype=torch.int64, device=dev)  # of the current search
         self.sb, self.sr = torch.nonzero(todo, as_tuple=True)
 
     def scan(self, u: Tensor, v: Tensor, row4col: Tensor) -> None:
@@ -599,7 +601,6 @@ class _Search:
         open_dist = torch.where(self.seen_col, self.inf, self.shortest)
         level = open_dist.min(1, keepdim=True).values
         going = self.searching & ~self.found
-        self.levels += going
         self.dist = torch.where(going, level.squeeze(1), self.dist)
         tie = (open_dist == level) & going.unsqueeze(1)
         sinks = tie & (row4col < 0)
@@ -636,7 +637,6 @@ class _Search:
         self.seen_row = torch.where(done, todo, self.seen_row)
         self.root_row = torch.where(done, self.row_ids, self.root_row)
         self.dist = torch.where(self.found, 0, self.dist)
-        self.levels = torch.where(self.found, 0, self.levels)
         self.searching = (self.searching & ~self.found) | todo.any(1)
         self.found = torch.zeros_like(self.found)
         self.sinks = torch.zeros_like(self.sinks)
