@@ -563,13 +563,13 @@ class _Search:
         self.cost, self.flat_cost, self.inf, self.nr1 = cost, cost.view(b * nr1, nc), inf, nr1
         self.col_ids = torch.arange(nc, device=dev)
         self.row_ids = torch.arange(nr1, device=dev).expand(b, nr1)
-        # (distance, row) packed in one int64 key when it cannot overflow
         self.span = 1 << max(nr1 - 1, 1).bit_length()  # rows fit in span, a power of two
-        self.packed = inf < 2**62 // self.span
         # ties between rows go by a column-dependent order of the rows (see `_level_min`)
         self.row_mask = (self.col_ids * 40503 + 12345) % self.span
-        # what each level's minimum starts from: "unreached", decoding to row 0
-        self.unreached = (inf * self.span + self.row_mask).repeat(b) if self.packed else None
+        # (distance, row) packed in one int64 key when it cannot overflow; each level's
+        # minimum then starts from "unreached", which decodes to row 0 (None: not packed)
+        self.unreached = ((inf * self.span + self.row_mask).repeat(b)
+                          if inf < 2**62 // self.span else None)
         self.shortest = torch.full((b, nc), inf, dtype=cost.dtype, device=dev)
         self.path = torch.zeros(b, nc, dtype=torch.int64, device=dev)
         self.root_col = torch.zeros(b, nc, dtype=torch.int64, device=dev)
