@@ -255,28 +255,28 @@ def test_level_minimum_packed_or_not_and_its_tie_rules():
     g = torch.Generator().manual_seed(5)
     r = torch.randint(0, 3, (12, 5), generator=g)  # many ties
     rows = torch.randint(0, 9, (12,), generator=g)
-    slot = torch.randint(0, 3, (12, 1), generator=g) * 5 + torch.arange(5)
-    span, mask = 16, torch.tensor([0, 5, 9, 3, 14])
-    unreached = (2**30 * span + mask).repeat(3)
-    packed = mt._level_min(r, rows, slot, 15, 10, 2**30, span, mask, unreached)
-    plain = mt._level_min(r, rows, slot, 15, 10, 2**30, span, mask, None)
-    assert torch.equal(packed[0], plain[0])
+    samples = torch.randint(0, 3, (12,), generator=g)
+    span, mask, inf = 16, torch.tensor([0, 5, 9, 3, 14]), 2**30
+    key = r * span + (rows.unsqueeze(1) ^ mask)
+    low, none = mt._level_min(key, rows, samples, (inf * span + mask).repeat(3, 1), True)
+    assert none is None
+    value, row = low >> 4, (low & (span - 1)) ^ mask  # decoded
+    plain, via = mt._level_min(r, rows, samples, torch.full((3, 5), inf), False)
+    assert torch.equal(value, plain)
     # brute force: the smallest value; packed, the row with the smallest row ^ mask[column]
     # among those attaining it, plain, the lowest such row
-    flat_r, flat_slot = r.reshape(-1), slot.reshape(-1)
-    flat_rows = rows.unsqueeze(1).expand_as(r).reshape(-1)
     tie_broken = 0
-    for s in range(15):  # 3 samples x 5 columns
-        here = flat_slot == s
-        if not here.any():
-            assert packed[0][s] == 2**30 and packed[1][s] == 0 and plain[1][s] == 0
-            continue
-        low = flat_r[here].min()
-        tied = flat_rows[here][flat_r[here] == low]
-        m = int(mask[s % 5])
-        assert packed[0][s] == low and plain[1][s] == tied.min()
-        assert int(packed[1][s]) == min(tied.tolist(), key=lambda row: row ^ m)
-        tie_broken += int(packed[1][s] != plain[1][s])
+    for s in range(3):
+        for c in range(5):
+            here = samples == s
+            if not here.any():
+                assert value[s, c] == inf and row[s, c] == 0 and via[s, c] == 0
+                continue
+            lowest = r[here, c].min()
+            tied = rows[here][r[here, c] == lowest]
+            assert value[s, c] == lowest and via[s, c] == tied.min()
+            assert int(row[s, c]) == min(tied.tolist(), key=lambda x: x ^ int(mask[c]))
+            tie_broken += int(row[s, c] != via[s, c])
     assert tie_broken > 0  # the two rules really differ on some tied slot
 
 
