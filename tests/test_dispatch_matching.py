@@ -331,3 +331,15 @@ def test_bad_input_is_a_clear_error():
         mt.check_problem_size(10_000, 10_000, 10_000)
     with pytest.raises(ValueError, match="matcher"):
         mt.match(values, cand, 4, method="magic")
+
+
+def test_matchers_hand_back_tensors_autograd_can_use():
+    """The matchers run under inference mode; what they return still serves as an index in a
+    differentiable computation (inference tensors could not be saved for backward)."""
+    values, cand = random_instance(0, 3, 4, 5, 3, False)
+    for match in (mt.sap_match, mt.auction_match):
+        scores = values.clone().requires_grad_()
+        result = match(scores, cand, 5)
+        assert not result.choice.is_inference() and not result.value.is_inference()
+        scores.gather(2, result.choice.clamp_min(0).unsqueeze(2)).sum().backward()
+        assert scores.grad is not None and scores.grad.abs().sum() > 0
