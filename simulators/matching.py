@@ -547,7 +547,7 @@ def _augment_all(cost: Tensor, u: Tensor, v: Tensor, col4row: Tensor, row4col: T
     most_steps = (search.sb.numel() + 1) * (cost.shape[1] + 1)
     steps = 0
     while True:
-        n_found, n_left = torch.stack([search.found.sum(), search.searching.sum()]).tolist()
+        n_found, n_left = torch.stack([search.found, search.searching]).sum(1).tolist()
         if steps > most_steps:
             raise RuntimeError("sap_match: a search ran past one step per row")
         if n_found and n_found >= WAIT_SHARE * n_left:
@@ -606,6 +606,7 @@ class _Search:
         self.span = span if self.packed else 1
         self.shift = self.span.bit_length() - 1
         self.row_mask = (torch.arange(nc, device=dev) * 40503 + 12345) % span
+        self.flat_row_mask = self.row_mask.repeat(b)
         self.flat_cost = cost.view(b * nr1, nc)
         self.unreached = ((inf * span + self.row_mask) if self.packed
                           else torch.full((nc,), inf, device=dev)).repeat(b)
@@ -654,16 +655,16 @@ class _Search:
         # a row joins the search tree of the row it is reached from
         base = sb * self.nr1
         roots = self.root_row.view(-1)
-        roots[base + sr] = roots.index_select(0, base + self._came_from(key, flat, nc))
+        roots[base + sr] = roots.index_select(0, base + self._came_from(key, flat))
         self._pending(sb, sr, (key >> self.shift).to(self.u.dtype))
         self.found = self.searching & ~fell.view(b, nc).any(1)
 
-    def _came_from(self, key: Tensor, flat: Tensor, nc: int) -> Tensor:
+    def _came_from(self, key: Tensor, flat: Tensor) -> Tensor:
         """The row each listed column (flat ``sample * nc + column``, with its ``key``) was
         reached from."""
         if self.via is not None:
             return self.via.view(-1).index_select(0, flat)
-        return (key & (self.span - 1)) ^ self.row_mask.index_select(0, flat % nc)
+        return (key & (self.span - 1)) ^ self.flat_row_mask.index_select(0, flat)
 
     def finish(self) -> None:
         """For the samples whose search ended at distance ``d``: the dual update that makes
@@ -681,8 +682,8 @@ class _Search:
         v -= (gap - dist).clamp_min(0)
         flat = torch.nonzero(((dist == gap) & ~self.matched).view(-1)).squeeze(1)
         sb, sj = torch.div(flat, nc, rounding_mode="floor"), flat % nc
-        came_from = self._came_from(self.key.view(-1).index_select(0, flat), flat, nc)
-        root = self.root_row[sb, came_from]
+        came_from = self._came_from(self.key.view(-1).index_select(0, flat), flat)
+        root = self.root_row.view(-1).index_select(0, sb * self.nr1 + came_from)
         pick = torch.full_like(self.root_row, -1)
         pick[sb, root] = sj
         keep = pick[sb, root] == sj
