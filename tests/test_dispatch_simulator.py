@@ -12,7 +12,7 @@ import torch
 from oprl import registry
 from oprl.core import Trace, rollout
 from oprl.data import dataset_path, load_trips
-from policies.dispatch import NearestGreedy, PairMLP, PickupAssignment, ZoneGNN
+from policies.dispatch import NearestGreedy, PairMLP, PickupAssignment, ZoneGNN, prior_scores
 from simulators.dispatch import DispatchParams, DispatchSimulator, manhattan
 
 TLC = Path(__file__).parent / "data" / "tlc_tiny.csv"
@@ -226,3 +226,21 @@ def test_scenario_is_registered():
     assert spec.algorithm == "ospo" and spec.bench_algorithms == ("ospo", "grpo")
     sim = registry.make("dispatch/manhattan", n_vehicles=30, requests=50, horizon=5)
     assert sim.params.n_vehicles == 30
+
+
+def test_zone_gnn_leaves_each_orders_level_to_the_prior():
+    """The GNN's learned residual sums to 0 over each order's valid candidates (its level is
+    the prior's: the per-order training surrogate cannot learn it), even with random weights
+    in the layers that start at 0; invalid pairs score 0."""
+    sim = small()
+    trace = sim.sample_trace(2, 4, seed=1)
+    torch.manual_seed(0)
+    gnn = ZoneGNN(sim, init_gain=1.0)
+    obs = sim.observe(sim.reset(trace), 2, trace)
+    with torch.no_grad():
+        residual = gnn(obs) - prior_scores(obs, gnn.prior_scale)
+    valid = obs["cand_valid"]
+    assert residual[valid].abs().max() > 1e-3  # the weights do move the scores
+    per_order = torch.where(valid, residual, torch.zeros_like(residual)).sum(-1)
+    assert torch.allclose(per_order, torch.zeros_like(per_order), atol=1e-5)
+    assert (gnn(obs)[~valid] == 0).all()
