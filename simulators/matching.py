@@ -1084,14 +1084,18 @@ def _level_min(key: Tensor, rows: Tensor, samples: Tensor, unreached: Tensor,
 
 def _flip_paths(path: Tensor, col4row: Tensor, row4col: Tensor, sb: Tensor, sj: Tensor) -> None:
     """Augment along vertex-disjoint alternating paths ending at free columns ``(sb, sj)``,
-    walking back until a free row (the path's root) is reached."""
-    while sb.numel():
+    walking back until a free row (the path's root) is reached. A path has at most one arc
+    per row; a longer walk is a cycle of pointers, a bug, and an error rather than a hang."""
+    for _ in range(col4row.shape[1] + 1):
+        if sb.numel() == 0:
+            return
         i = path[sb, sj]
         prev = col4row[sb, i]
         row4col[sb, sj] = i
         col4row[sb, i] = sj
         more = prev >= 0
         sb, sj = sb[more], prev[more]
+    raise RuntimeError("sap_match: an augmenting path ran past every row (a pointer cycle)")
 
 
 def ortools_match(
