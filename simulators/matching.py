@@ -591,7 +591,7 @@ class _Search:
     A column's label and the row it was reached from are one int64 key ``dist * span + (row ^
     mask[column])`` when that cannot overflow (else the key is the distance and the row is
     kept beside it), so that one scatter finds both; ties go to the smallest ``row ^
-    mask[column]`` (see `_level_min`)."""
+    mask[column]`` (see `_column_min`)."""
 
     def __init__(self, cost: Tensor, u: Tensor, v: Tensor, col4row: Tensor, row4col: Tensor,
                  rows_live: Tensor, inf: int) -> None:
@@ -599,7 +599,7 @@ class _Search:
         dev = cost.device
         self.u, self.v, self.col4row, self.row4col, self.rows_live = (
             u, v, col4row, row4col, rows_live)
-        self.inf, self.nr1 = inf, nr1
+        self.nr1 = nr1
         self.row_ids = torch.arange(nr1, device=dev).expand(b, nr1)
         span = 1 << max(nr1 - 1, 1).bit_length()  # rows fit in span, a power of two
         self.packed = inf < 2**62 // span
@@ -639,7 +639,7 @@ class _Search:
             key = (self.sr.unsqueeze(1) ^ self.row_mask).add_(dist, alpha=self.span)
         else:
             key = dist
-        low, via = _level_min(key, self.sr, sb, self.unreached.view(b, nc), self.packed)
+        low, via = _column_min(key, self.sr, sb, self.unreached.view(b, nc), self.packed)
         # only a shorter distance counts (a tie taken up could close a cycle of pointers)
         better = low < (self.key & self.distance_bits)
         self.key = torch.where(better, low, self.key)
@@ -1057,7 +1057,7 @@ def _reduce_rows(cost: Tensor, u: Tensor, v: Tensor, col4row: Tensor, row4col: T
         u[wb, r] = h2.to(u.dtype)
 
 
-def _level_min(key: Tensor, rows: Tensor, samples: Tensor, unreached: Tensor,
+def _column_min(key: Tensor, rows: Tensor, samples: Tensor, unreached: Tensor,
                packed: bool) -> tuple[Tensor, Tensor | None]:
     """Per sample and column, the smallest of ``key [L, C]`` over the rows ``rows [L]`` of
     samples ``samples [L]``, and the row attaining it; ``unreached [B, C]`` holds the keys

@@ -251,17 +251,17 @@ def test_every_round_keeps_the_optimality_invariants(seed, m, n, kinds, greedy):
     assert ((col4row >= 0) == live).all()
 
 
-def test_level_minimum_packed_or_not_and_its_tie_rules():
+def test_column_minimum_packed_or_not_and_its_tie_rules():
     g = torch.Generator().manual_seed(5)
     r = torch.randint(0, 3, (12, 5), generator=g)  # many ties
     rows = torch.randint(0, 9, (12,), generator=g)
     samples = torch.randint(0, 3, (12,), generator=g)
     span, mask, inf = 16, torch.tensor([0, 5, 9, 3, 14]), 2**30
     key = r * span + (rows.unsqueeze(1) ^ mask)
-    low, none = mt._level_min(key, rows, samples, (inf * span + mask).repeat(3, 1), True)
+    low, none = mt._column_min(key, rows, samples, (inf * span + mask).repeat(3, 1), True)
     assert none is None
     value, row = low >> 4, (low & (span - 1)) ^ mask  # decoded
-    plain, via = mt._level_min(r, rows, samples, torch.full((3, 5), inf), False)
+    plain, via = mt._column_min(r, rows, samples, torch.full((3, 5), inf), False)
     assert torch.equal(value, plain)
     # brute force: the smallest value; packed, the row with the smallest row ^ mask[column]
     # among those attaining it, plain, the lowest such row
