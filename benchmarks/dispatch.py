@@ -5,6 +5,7 @@ and OSPO training time.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dispatch.py [--batch 64] [--quick]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dispatch.py --matching-only --no-auction --batch 128
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dispatch.py --matching-only --no-auction --batch 256 --minutes 5
+    .venv/bin/python benchmarks/dispatch.py --matching-only --device cuda   # torch matchers on a GPU
 
 Times are per instance, both wall clock and CPU time of this process (the machine is shared:
 CPU time is the steadier of the two), the median of ``--repeats`` alternating runs; each
@@ -70,34 +71,51 @@ def _cat_orders(parts: list[torch.Tensor], fill: float) -> torch.Tensor:
 
 
 def timed(fn, *args, **kw):
-    """Result, wall seconds and CPU seconds of this process."""
+    """Result, wall seconds and CPU seconds of this process (queued CUDA work is waited for
+    before and after, so that wall time is the matcher's)."""
+    _sync()
     wall, cpu = time.perf_counter(), time.process_time()
     out = fn(*args, **kw)
+    _sync()
     return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 SAP_BATCHED = partial(mt.sap_match, finish="batched")
 SAP_ROUNDS = partial(mt.sap_match, finish="batched", augment="rounds")
 
 
-def matching(batch: int, minutes: list[int], auction: bool = True, repeats: int = 3
-             ) -> pd.DataFrame:
+TORCH_MATCHERS = ("sap", "sap_batched", "sap_rounds", "auction")
+
+
+def matching(batch: int, minutes: list[int], auction: bool = True, repeats: int = 3,
+             device: str = "cpu") -> pd.DataFrame:
     """Per instance times (median of ``repeats`` alternating runs; the auction, 20-80x slower,
     once) and whether every matcher equals OR-Tools' optimum. "sap" is `sap_match` as the
-    simulator calls it (on a CPU its tail finished per sample by scipy), "sap_batched" the
-    same matcher kept in torch to the end, "sap_rounds" the pure batched matcher with parallel
-    rounds of one search per free row (``augment='rounds'``)."""
+    simulator calls it (on a CPU its tail finished per sample by scipy; on a GPU the same as
+    "sap_batched"), "sap_batched" the same matcher kept in torch to the end, "sap_rounds" the
+    pure batched matcher with parallel rounds of one search per free row
+    (``augment='rounds'``). The torch matchers run on ``device``; scipy and OR-Tools on the
+    CPU. On a GPU read wall time: CPU time is then the host's."""
     rows = []
     n = manhattan().params.n_vehicles
-    mt.sap_match(*next(instances(2, [0]))[1:], n)  # warm-up (first-call costs)
+    warm = [x.to(device) for x in next(instances(2, [0]))[1:]]
+    for fn in (mt.sap_match, SAP_BATCHED, SAP_ROUNDS):  # first-call costs (CUDA kernels too)
+        fn(*warm, n)
     for t, scores, vehicles in instances(batch, minutes):
+        on_device = scores.to(device), vehicles.to(device)
         runs = {"ortools": lambda s=scores, v=vehicles: mt.ortools_match(s, v, n),
                 "ortools_all_idle": lambda s=scores, v=vehicles: mt.ortools_match(
                     s, v, n, idle_arcs="all")}
         matchers = {"sap": mt.sap_match, "sap_batched": SAP_BATCHED, "sap_rounds": SAP_ROUNDS,
                     "scipy": mt.scipy_match}
         for name, fn in matchers.items():
-            runs[name] = partial(fn, scores, vehicles, n)
+            runs[name] = partial(fn, *(on_device if name in TORCH_MATCHERS
+                                       else (scores, vehicles)), n)
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
         results = {}
         for _ in range(repeats):
@@ -105,10 +123,11 @@ def matching(batch: int, minutes: list[int], auction: bool = True, repeats: int 
                 results[name], *spent = timed(fn)
                 times[name].append(tuple(spent))
         if auction:
-            results["auction"], *spent = timed(mt.auction_match, scores, vehicles, n)
+            results["auction"], *spent = timed(mt.auction_match, *on_device, n)
             times["auction"] = [tuple(spent)]
         best = results["ortools"][1]
-        row = {"minute": t, "batch": batch, "orders": scores.shape[1], "repeats": repeats,
+        row = {"minute": t, "batch": batch, "device": device, "orders": scores.shape[1],
+               "repeats": repeats,
                "candidate_vehicles_per_instance": sum(
                    int(v[v >= 0].unique().numel()) for v in vehicles) / batch,
                "ortools_formulations_agree": bool(torch.allclose(
@@ -118,7 +137,8 @@ def matching(batch: int, minutes: list[int], auction: bool = True, repeats: int 
             row[f"{name}_cpu_ms"] = 1e3 * statistics.median(c for _, c in spent) / batch
             if name in matchers or name == "auction":
                 row[f"{name}_rounds"] = results[name].rounds
-                row[f"{name}_equals_ortools"] = bool(torch.allclose(results[name].value, best))
+                row[f"{name}_equals_ortools"] = bool(torch.allclose(
+                    results[name].value.cpu(), best))
         row["sap_finished_per_sample"] = results["sap"].finished_per_sample
         rows.append(row)
         print(rows[-1], flush=True)
@@ -189,6 +209,8 @@ def main() -> None:
                         help="only the simulator's throughput at capacity 1, 2, 3")
     parser.add_argument("--minutes", type=lambda v: [int(x) for x in v.split(",")],
                         help="matching instances at these minutes (default 0,5,10,20)")
+    parser.add_argument("--device", default="cpu",
+                        help="where the torch matchers run (cuda: matching tables only)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="alternating runs per matcher; the median is reported")
     args = parser.parse_args()
@@ -200,8 +222,10 @@ def main() -> None:
     name = "dispatch_matching.csv" if args.batch == 64 else f"dispatch_matching_b{args.batch}.csv"
     if args.minutes:
         name = name.replace(".csv", "_m" + "_".join(map(str, minutes)) + ".csv")
+    if args.device != "cpu":
+        name = name.replace(".csv", f"_{args.device.split(':')[0]}.csv")
     if not args.no_matching:
-        matching(args.batch, minutes, not args.no_auction, args.repeats).to_csv(
+        matching(args.batch, minutes, not args.no_auction, args.repeats, args.device).to_csv(
             OUT / name, index=False)
     if args.matching_only:
         return
