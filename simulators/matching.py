@@ -682,12 +682,13 @@ class _Search:
         v -= (gap - dist).clamp_min(0)
         flat = torch.nonzero(((dist == gap) & ~self.matched).view(-1)).squeeze(1)
         sb, sj = torch.div(flat, nc, rounding_mode="floor"), flat % nc
-        came_from = self._came_from(self.key.view(-1).index_select(0, flat), flat)
+        # each column's predecessor row, decoded once for the roots and the flips
+        path = self.via if self.via is not None else (self.key & (self.span - 1)) ^ self.row_mask
+        came_from = path.view(-1).index_select(0, flat)
         root = self.root_row.view(-1).index_select(0, sb * self.nr1 + came_from)
         pick = torch.full_like(self.root_row, -1)
         pick[sb, root] = sj
         keep = pick[sb, root] == sj
-        path = self.via if self.via is not None else (self.key & (self.span - 1)) ^ self.row_mask
         _flip_paths(path, col4row, row4col, sb[keep], sj[keep])
         todo = self.rows_live & (col4row < 0) & done
         self.key = torch.where(done, self.unreached.view(b, nc), self.key)
@@ -1058,7 +1059,7 @@ def _reduce_rows(cost: Tensor, u: Tensor, v: Tensor, col4row: Tensor, row4col: T
 
 
 def _column_min(key: Tensor, rows: Tensor, samples: Tensor, unreached: Tensor,
-               packed: bool) -> tuple[Tensor, Tensor | None]:
+                packed: bool) -> tuple[Tensor, Tensor | None]:
     """Per sample and column, the smallest of ``key [L, C]`` over the rows ``rows [L]`` of
     samples ``samples [L]``, and the row attaining it; ``unreached [B, C]`` holds the keys
     before any row reaches. Any row attaining the minimum gives a shortest-path tree. Packed,
