@@ -25,13 +25,15 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from oprl.policies import economy_schedules as sched
+from oprl.simulators import economy_response as resp
+from oprl.simulators.economy import EconomySimulator
+from oprl.solvers import economy as sol
 
 from oprl import registry
 from oprl.api import train
 from oprl.core import rollout
 from oprl.runs import write_csv
-from simulators.economy import EconomySimulator
-from solvers import economy as sol
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -40,14 +42,14 @@ def anchors(sim: EconomySimulator) -> tuple[pd.DataFrame, dict[str, list[float]]
     skills = torch.tensor(sim.params.skills, dtype=torch.float64)
     cont = EconomySimulator(replace(sim.params, hours_step=0.0))
     start = time.perf_counter()
-    saez, info = sol.saez_schedule(sim, skills)
+    saez, info = sched.saez_schedule(sim, skills)
     saez_s = time.perf_counter() - start
     start = time.perf_counter()
-    binned, binned_info = sol.saez_binned_schedule(sim, skills)
+    binned, binned_info = sched.saez_binned_schedule(sim, skills)
     binned_s = time.perf_counter() - start
     milp = sol.optimal_schedule_milp(sim, skills)
-    schedules = {"free market": (sol.free_market(sim), 0.0, "closed form"),
-                 "us federal": (sol.us_federal(sim), 0.0, "2018 rates"),
+    schedules = {"free market": (sched.free_market(sim), 0.0, "closed form"),
+                 "us federal": (sched.us_federal(sim), 0.0, "2018 rates"),
                  "saez": (saez, saez_s, f"fixed point, elasticity {info['elasticity']:.2f}"),
                  "saez binned": (binned, binned_s,
                                  "AI Economist's binned estimator, fixed point, elasticity "
@@ -56,8 +58,8 @@ def anchors(sim: EconomySimulator) -> tuple[pd.DataFrame, dict[str, list[float]]
                                                            f"{milp.bound:.4f}")}
     rows = []
     for name, (rates, wall, note) in schedules.items():
-        grid = sol.schedule_value(sim, skills[None], rates)
-        smooth = sol.schedule_value(cont, skills[None], rates)
+        grid = resp.schedule_value(sim, skills[None], rates)
+        smooth = resp.schedule_value(cont, skills[None], rates)
         rows.append({
             "schedule": name, "rates": [round(float(r), 4) for r in rates],
             "total": float(grid["objective"][0]), "per_capita": float(grid["objective"][0]) / 4,
@@ -83,7 +85,7 @@ def one_run(seed: int, algo: str, n: int) -> dict:
         obs = sim.observe(sim.reset(trace), 0, trace)
         rates = policy.planner(obs)[0].double()
         learned = float(sim.episode_metric(rollout(sim, policy, trace).rewards).mean())
-    exact = sol.schedule_value(sim, obs["skills"], rates)
+    exact = resp.schedule_value(sim, obs["skills"], rates)
     row = {"algorithm": algo, "seed": seed, "steps": n, "best_step": outcome.best_step,
            "rates": [round(float(r), 2) for r in rates], "value_learned_agents": learned,
            "value_best_response": float(exact["objective"][0]),

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 
 import torch
+from oprl.policies.inventory_mlp import InventoryMLP
 
 import oprl
 from oprl.algorithms.reinforce import gradient_variance, pathwise_gradient
-from policies.mlp import MLPPolicy
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     args = ap.parse_args()
     sim = oprl.make(args.scenario)
     torch.manual_seed(0)
-    policy = MLPPolicy(sim)
+    policy = InventoryMLP(sim)
     big = sim.sample_trace(4096, args.horizon, seed=99)
     direction = pathwise_gradient(sim, policy, big, args.warmup).detach()
     print(f"{args.scenario}: untrained MLP, {args.batches} batches of {args.batch_size} episodes "

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from oprl.simulators.recsys import SIGNALS
 
 from oprl import registry
 from oprl.api import EVAL_SEED, TUNE_SEED, eval_window, train
 from oprl.evaluate import COLUMNS, Entry, evaluate, format_table
 from oprl.plots.recsys import MAIN, tradeoff
 from oprl.runs import write_csv
-from simulators.recsys import SIGNALS
 
 
 def constraint_table(frame: pd.DataFrame, sim, exact: dict[str, dict] | None,
@@ -97,7 +97,7 @@ def seed_rows(sim, algo: str, seed: int, policy, history: list[dict], best_step:
               wall_s: float, lp_value: float) -> dict:
     """One seed-table row: exact values of the kept policy and the dev estimates it was kept
     on (the history row of its step)."""
-    from solvers.recsys import exact_policy_values
+    from oprl.simulators.recsys import exact_policy_values
 
     vals = exact_policy_values(sim, policy)
     dev = next((r for r in history if r["step"] == best_step), {})
@@ -120,7 +120,7 @@ def seed_rows(sim, algo: str, seed: int, policy, history: list[dict], best_step:
 
 def seed_table(args, spec, sim) -> None:
     """Train each algorithm per seed; exact gap and constraint status of each kept policy."""
-    from solvers.recsys import cmdp_lp
+    from oprl.solvers.recsys import cmdp_lp
 
     if args.scenario != "recsys/tabular":
         raise ValueError("--seeds: only recsys/tabular has an exact reference")
@@ -193,7 +193,7 @@ def main() -> None:
     print(format_table(frame))
     exact, lp_value = None, None
     if refs:
-        from solvers.recsys import exact_policy_values
+        from oprl.simulators.recsys import exact_policy_values
 
         policies = {e.name: e.policy for e in entries} | {refs[0].name: refs[0].policy}
         exact = {n: exact_policy_values(sim, p) for n, p in policies.items()}

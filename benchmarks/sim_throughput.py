@@ -17,10 +17,11 @@ import statistics
 import time
 
 import torch
+from oprl.policies.inventory_heuristics import newsvendor_levels
+from oprl.simulators.inventory import InventorySimulator, one_warehouse
+from oprl.simulators.inventory_rules import BaseStock
 
 from oprl.core import rollout
-from policies.heuristics import BaseStock, newsvendor_levels
-from simulators.inventory import InventorySimulator, one_warehouse
 
 
 def python_loop_episode(sim: InventorySimulator, levels: list[float], demand: list[list[float]]) -> float:

@@ -16,12 +16,13 @@ import itertools
 import time
 
 import torch
+from oprl.policies.inventory_heuristics import newsvendor_levels
+from oprl.simulators.inventory import align_simulators, one_store_backlog, stack_simulators
+from oprl.simulators.inventory_rules import BaseStock
 
 from oprl.core import Trace
 from oprl.evaluate import episode_scores
 from oprl.sweep import stack_policies
-from policies.heuristics import BaseStock, newsvendor_levels
-from simulators.inventory import align_simulators, one_store_backlog, stack_simulators
 
 
 def settings(n: int) -> list[dict]:

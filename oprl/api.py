@@ -22,8 +22,8 @@ from torch import nn
 from oprl import registry
 from oprl.core import resolve_device
 from oprl.evaluate import COLUMNS, Entry, evaluate
+from oprl.result import SolverResult
 from oprl.runs import RunDir, write_csv
-from solvers.result import SolverResult
 
 EVAL_SEED, TUNE_SEED = 1_234_567, 7_654_321
 

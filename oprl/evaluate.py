@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from oprl.core import Policy, Simulator, Trace, rollout
-from solvers.result import SolverResult
+from oprl.result import SolverResult
 
 # the CSV columns; the DataFrame adds gap_stderr_pct (standard error of the paired gap)
 COLUMNS = [

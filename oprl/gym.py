@@ -27,7 +27,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     raise ImportError("oprl.gym needs gymnasium: pip install 'oprl[gym]'") from err
 
 from oprl.core import Simulator, resolve_device
-from simulators.inventory import InventorySimulator
+from oprl.simulators.inventory import InventorySimulator
 
 
 def default_action_space(sim: Simulator) -> spaces.Box | None:

@@ -17,21 +17,21 @@ the population. ``rate_limit`` caps every rate (tax-rate annealing).
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
-
-from oprl.core import Observation, Trace
-from policies.gnn import GraphEncoder, NodeHead
-from policies.mlp import mlp, shrink_last_layer
-from simulators.economy import EconomySimulator, join_action, planner_star, snap
-from solvers.economy import ScheduleBestResponse as ScheduleBestResponse  # re-exported
-from solvers.economy import (
-    best_response,
+from oprl.policies.economy_schedules import (
     free_market,
     saez_binned_schedule,
     saez_schedule,
-    schedule_value,
     us_federal,
 )
+from oprl.simulators.economy import EconomySimulator, join_action, planner_star, snap
+from oprl.simulators.economy_response import (
+    ScheduleBestResponse as ScheduleBestResponse,
+)
+from oprl.simulators.economy_response import best_response, schedule_value
+from torch import Tensor, nn
+
+from oprl.core import Observation, Trace
+from oprl.nn import GraphEncoder, NodeHead, mlp, shrink_last_layer
 
 PLANNER_KINDS = ("categorical", "continuous")
 

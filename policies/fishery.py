@@ -15,12 +15,11 @@ import itertools
 from collections.abc import Callable, Sequence
 
 import torch
+from oprl.simulators.fishery import FisherySimulator, species_edges
 from torch import Tensor, nn
 
 from oprl.core import Observation, Trace, rollout
-from policies.gnn import GraphEncoder, NodeHead
-from policies.mlp import mlp
-from simulators.fishery import FisherySimulator, species_edges
+from oprl.nn import GraphEncoder, NodeHead, mlp
 
 ESCAPEMENT_INIT = 0.5  # initial escapement, as a fraction of K
 MORTALITY_INIT = 0.25  # initial mortality

@@ -17,12 +17,11 @@ critic (Q values over the candidates).
 from __future__ import annotations
 
 import torch
+from oprl.simulators.recsys import SIGNALS
 from torch import Tensor, nn
 
 from oprl.core import Observation, Trace, rollout
-from policies.gnn import EdgeHead, GraphEncoder
-from policies.mlp import mlp, shrink_last_layer
-from simulators.recsys import SIGNALS
+from oprl.nn import EdgeHead, GraphEncoder, mlp, shrink_last_layer
 
 
 def _dims(sim) -> tuple[int, int]:

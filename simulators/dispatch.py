@@ -38,12 +38,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
-
-from oprl.core import Observation, Rollout, State, Trace
-from oprl.data import dataset_path, load_trips
-from simulators.matching import MATCHERS, NO_MATCH, check_problem_size, match
-from simulators.pooling import (
+from oprl.simulators.matching import MATCHERS, NO_MATCH, check_problem_size, match
+from oprl.simulators.pooling import (
     Insertion,
     advance,
     cheapest_insertion,
@@ -53,6 +49,10 @@ from simulators.pooling import (
     riders,
     routes_of,
 )
+from torch import Tensor
+
+from oprl.core import Observation, Rollout, State, Trace
+from oprl.data import dataset_path, load_trips
 
 # Assumed average taxi speeds (km/h) by hour of day in Manhattan: slow in the day and the
 # evening peak, faster at night. A modelling assumption (stated in datasets/README.md).

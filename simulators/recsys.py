@@ -484,10 +484,8 @@ class TabularRecsysSimulator(_Episodes):
 
     def exact_totals(self, policy, horizon: int | None = None) -> Tensor:
         """Exact expected episode totals ``[1 + K]`` (watch time, then each signal) of any
-        policy (see `solvers.recsys.exact_policy_values`). The trainers only REPORT it beside
+        policy (see `exact_policy_values`). The trainers only REPORT it beside
         their Monte-Carlo dev estimates (history ``exact_*``); selection never reads it."""
-        from solvers.recsys import exact_policy_values
-
         vals = exact_policy_values(self, policy, horizon or self.params.horizon)
         return torch.tensor([vals["watch_time"], *(vals[s] for s in SIGNALS)])
 
@@ -606,3 +604,32 @@ def tabular(thresholds: tuple[float, ...] = (0.3, 0.8, 0.2, 0.15), **kw) -> Tabu
     """Finite CMDP (3 user types x 3 engagement levels, 4 item kinds) solved exactly by the
     occupancy-measure LP; thresholds are minimum follows, likes, comments, shares/episode."""
     return TabularRecsysSimulator(TabularParams(thresholds=tuple(thresholds), **kw))
+
+
+def continuing(model: TabularModel) -> np.ndarray:
+    """``[S, A, S]`` probability of continuing into each next state."""
+    return (1.0 - model.exit)[..., None] * model.trans
+
+
+def exact_policy_values(sim: TabularRecsysSimulator, policy, horizon: int | None = None) -> dict:
+    """Exact expected episode totals (watch time, each signal) of any policy on the tabular
+    simulator within ``horizon`` impressions: the policy is queried in every state at every
+    step (it may depend on time), and the state distribution is pushed forward exactly.
+    No sampling noise: this is how learned policies are compared with the LP optimum."""
+    horizon = int(sim.params.eval_horizon if horizon is None else horizon)
+    model, s_n = sim.model, sim.n_states
+    cont = continuing(model)
+    states = torch.arange(s_n)
+    trace = Trace({"user_type": (states // sim.params.levels).unsqueeze(1).expand(-1, horizon),
+                   "u": torch.zeros(s_n, horizon)})
+    d = model.init.copy()
+    totals = np.zeros(1 + len(SIGNALS))
+    with torch.no_grad():
+        for t in range(horizon):
+            state = {"state": states, "alive": torch.ones(s_n)}
+            pi = policy(sim.observe(state, t, trace)).double().numpy()
+            pi = pi / pi.sum(1, keepdims=True)
+            totals[0] += d @ (pi * model.watch).sum(1)
+            totals[1:] += (pi[None] * model.signals).sum(2) @ d
+            d = d @ np.einsum("sa,sat->st", pi, cont)
+    return {"watch_time": float(totals[0]), **{s: float(v) for s, v in zip(SIGNALS, totals[1:])}}

@@ -39,10 +39,10 @@ import time
 
 import numpy as np
 import torch
+from oprl.simulators.dispatch import DispatchSimulator
 
 from oprl.core import Trace
-from simulators.dispatch import DispatchSimulator
-from solvers.result import SolverResult
+from oprl.result import SolverResult
 
 SCALE = 1000  # integer cost units per reward unit
 

@@ -26,18 +26,18 @@ import time
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-
-from oprl.core import Observation, Trace
-from simulators.fishery import (
+from oprl.simulators.fishery import (
     FisheryParams,
     FisherySimulator,
     extinction_penalty,
     growth,
     survival_probability,
 )
-from solvers.fishery_bound import relaxation_bound
-from solvers.result import SolverResult
+from oprl.solvers.fishery_bound import relaxation_bound
+from torch import Tensor, nn
+
+from oprl.core import Observation, Trace
+from oprl.result import SolverResult
 
 
 def gauss_hermite(nodes: int, dtype=torch.float64, device="cpu") -> tuple[Tensor, Tensor]:

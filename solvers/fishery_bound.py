@@ -55,10 +55,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 import torch
+from oprl.simulators.fishery import FisheryParams, FisherySimulator
 
 from oprl.core import Trace
-from simulators.fishery import FisheryParams, FisherySimulator
-from solvers.result import SolverResult
+from oprl.result import SolverResult
 
 BACKENDS = ("highs", "glop")
 

@@ -33,11 +33,11 @@ import time
 
 import numpy as np
 import torch
+from oprl.simulators.recsys import SIGNALS, TabularModel, TabularRecsysSimulator, continuing
 from torch import Tensor, nn
 
 from oprl.core import Observation, Trace
-from simulators.recsys import SIGNALS, TabularModel, TabularRecsysSimulator
-from solvers.result import SolverResult
+from oprl.result import SolverResult
 
 
 class TablePolicy(nn.Module):
@@ -59,11 +59,6 @@ def _check(model: TabularModel, thresholds) -> np.ndarray:
         raise ValueError("exit: every impression must end the session with probability > 0 "
                          "(a transient CMDP); got a zero exit probability")
     return thr
-
-
-def continuing(model: TabularModel) -> np.ndarray:
-    """``[S, A, S]`` probability of continuing into each next state."""
-    return (1.0 - model.exit)[..., None] * model.trans
 
 
 def solve_highs(model: TabularModel, thresholds) -> dict:
@@ -146,30 +141,6 @@ def policy_values(model: TabularModel, pi: np.ndarray, horizon: int | None = Non
             occ += d
             d = d @ cont
     return {"watch_time": float(occ @ watch), **{s: float(sig[k] @ occ) for k, s in enumerate(SIGNALS)}}
-
-
-def exact_policy_values(sim: TabularRecsysSimulator, policy, horizon: int | None = None) -> dict:
-    """Exact expected episode totals (watch time, each signal) of any policy on the tabular
-    simulator within ``horizon`` impressions: the policy is queried in every state at every
-    step (it may depend on time), and the state distribution is pushed forward exactly.
-    No sampling noise: this is how learned policies are compared with the LP optimum."""
-    horizon = int(sim.params.eval_horizon if horizon is None else horizon)
-    model, s_n = sim.model, sim.n_states
-    cont = continuing(model)
-    states = torch.arange(s_n)
-    trace = Trace({"user_type": (states // sim.params.levels).unsqueeze(1).expand(-1, horizon),
-                   "u": torch.zeros(s_n, horizon)})
-    d = model.init.copy()
-    totals = np.zeros(1 + len(SIGNALS))
-    with torch.no_grad():
-        for t in range(horizon):
-            state = {"state": states, "alive": torch.ones(s_n)}
-            pi = policy(sim.observe(state, t, trace)).double().numpy()
-            pi = pi / pi.sum(1, keepdims=True)
-            totals[0] += d @ (pi * model.watch).sum(1)
-            totals[1:] += (pi[None] * model.signals).sum(2) @ d
-            d = d @ np.einsum("sa,sat->st", pi, cont)
-    return {"watch_time": float(totals[0]), **{s: float(v) for s, v in zip(SIGNALS, totals[1:])}}
 
 
 def signal_maxima(model: TabularModel) -> dict[str, float]:

@@ -7,8 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from simulators import matching as mt
+from oprl.simulators import matching as mt
 
 
 def random_instance(seed: int, b: int, m: int, n: int, k: int, ties: bool):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from oprl.policies.dispatch import PairMLP, pair_log_prob
+from oprl.simulators.dispatch import manhattan
 
 from oprl.algorithms.ospo import (
     discounted_to_go,
@@ -12,8 +14,6 @@ from oprl.algorithms.ospo import (
     train_grpo,
     train_ospo,
 )
-from policies.dispatch import PairMLP, pair_log_prob
-from simulators.dispatch import manhattan
 
 
 def tiny():

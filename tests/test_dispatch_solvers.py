@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from oprl.policies.dispatch import NearestGreedy, PairMLP, PickupAssignment
+from oprl.simulators.dispatch import manhattan
+from oprl.solvers.dispatch import hindsight_bound, hindsight_flow, references
 
 from oprl.core import Trace, rollout
-from policies.dispatch import NearestGreedy, PairMLP, PickupAssignment
-from simulators.dispatch import manhattan
-from solvers.dispatch import hindsight_bound, hindsight_flow, references
 
 
 def small(capacity: int = 1):

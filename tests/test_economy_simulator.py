@@ -8,12 +8,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oprl.policies.economy_schedules import free_market, us_federal
+from oprl.simulators import economy as eco
+from oprl.simulators.economy import EconomyParams, EconomySimulator, join_action
+from oprl.simulators.economy_response import ScheduleBestResponse
 
 from oprl import registry
 from oprl.core import Trace, rollout
-from simulators import economy as eco
-from simulators.economy import EconomyParams, EconomySimulator, join_action
-from solvers.economy import ScheduleBestResponse, free_market, us_federal
 
 
 def direct_gini(values: list[float]) -> float:

@@ -9,11 +9,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oprl.policies import economy_schedules as sched
+from oprl.simulators import economy as eco
+from oprl.simulators import economy_response as resp
+from oprl.simulators.economy import EconomyParams, EconomySimulator
+from oprl.solvers import economy as sol
 
 from oprl import registry
 from oprl.core import rollout
-from simulators.economy import EconomyParams, EconomySimulator
-from solvers import economy as sol
 
 
 def continuous(**kw) -> EconomySimulator:
@@ -25,7 +28,7 @@ def continuous(**kw) -> EconomySimulator:
 def test_best_response_flat_tax_closed_form(skill, rate):
     """Flat tax t: maximise s h (1 - t) - k h^2  ->  h = s (1 - t) / (2k), capped at 100."""
     sim = continuous(n_agents=2, skills=(skill, 1.0))
-    hours = sol.best_response(sim, torch.tensor([[skill, 1.0]], dtype=torch.float64),
+    hours = resp.best_response(sim, torch.tensor([[skill, 1.0]], dtype=torch.float64),
                               torch.full((7,), rate, dtype=torch.float64))
     expected = min(skill * (1 - rate) / (2 * 0.012), 100.0)
     assert float(hours[0, 0]) == pytest.approx(expected, rel=1e-9)
@@ -34,7 +37,7 @@ def test_best_response_flat_tax_closed_form(skill, rate):
 def test_best_response_bunches_at_a_kink():
     """No tax below 50, 100% above: an agent who would earn more stops exactly at 50."""
     sim = continuous(n_agents=2, skills=(2.0, 1.0), cutoffs=(0.0, 50.0))
-    hours = sol.best_response(sim, torch.tensor([[2.0, 1.0]]), torch.tensor([0.0, 1.0]))
+    hours = resp.best_response(sim, torch.tensor([[2.0, 1.0]]), torch.tensor([0.0, 1.0]))
     assert hours[0].tolist() == pytest.approx([25.0, 41.6666666667])
 
 
@@ -42,11 +45,11 @@ def test_best_response_on_the_hours_grid_is_the_best_grid_point():
     sim = registry.make("economy/one_step")
     skills = torch.tensor([list(sim.params.skills)], dtype=torch.float64)
     rates = torch.tensor([0.0, 0.0, 0.0, 0.45, 0.0, 0.05, 0.05], dtype=torch.float64)
-    hours = sol.best_response(sim, skills, rates)
+    hours = resp.best_response(sim, skills, rates)
     grid = torch.arange(101, dtype=torch.float64)
     for i, s in enumerate(skills[0]):
         z = s * grid
-        util = z - sol.bracket_income(z, sim.cutoffs.double()) @ rates - 0.012 * grid**2
+        util = z - eco.bracket_income(z, sim.cutoffs.double()) @ rates - 0.012 * grid**2
         assert float(hours[0, i]) == float(grid[util.argmax()])
     # the MILP schedule makes the two top agents bunch at the 84.2 and 204.1 kinks
     assert hours[0].tolist() == [47.0, 55.0, 51.0, 91.0]
@@ -72,9 +75,9 @@ def test_milp_two_agents_hand_checked():
     assert out.objective == pytest.approx(120.0, abs=1e-6)
     grid = torch.arange(5, dtype=torch.float64) * 0.25
     schedules = torch.tensor(list(itertools.product(grid.tolist(), repeat=2)), dtype=torch.float64)
-    brute = sol.schedule_value(sim, skills.expand(len(schedules), -1), schedules)["objective"]
+    brute = resp.schedule_value(sim, skills.expand(len(schedules), -1), schedules)["objective"]
     assert float(brute.max()) == pytest.approx(out.objective, abs=1e-6)
-    replay = sol.schedule_value(sim, skills[None], out.rates)["objective"]
+    replay = resp.schedule_value(sim, skills[None], out.rates)["objective"]
     assert float(replay[0]) == pytest.approx(out.objective, abs=1e-6)
 
 
@@ -83,7 +86,7 @@ def test_saez_rates_formula():
     rate is 0; a lone top earner with welfare weight g and Pareto parameter a pays
     (1 - g) / (1 - g + a e)."""
     incomes = torch.tensor([50.0, 100.0])
-    rates = sol.saez_rates(incomes, torch.tensor([0.0, 75.0, 500.0]), elasticity=1.0)
+    rates = sched.saez_rates(incomes, torch.tensor([0.0, 75.0, 500.0]), elasticity=1.0)
     g_top = (1 / 100) / ((1 / 50 + 1 / 100) / 2)
     a = 100.0 / (100.0 - 75.0)
     assert float(rates[0]) == pytest.approx(0.0, abs=1e-12)
@@ -94,8 +97,8 @@ def test_saez_rates_formula():
 def test_quadratic_elasticity_is_one_and_saez_on_grid():
     sim = registry.make("economy/one_step")
     skills = torch.tensor(sim.params.skills, dtype=torch.float64)
-    assert sol.taxable_income_elasticity(sim, skills[None]) == pytest.approx(1.0, rel=1e-9)
-    rates, _ = sol.saez_schedule(sim, skills)
+    assert sched.taxable_income_elasticity(sim, skills[None]) == pytest.approx(1.0, rel=1e-9)
+    rates, _ = sched.saez_schedule(sim, skills)
     assert torch.allclose(rates * 20, torch.round(rates * 20), atol=1e-9)
     assert (rates >= 0).all() and (rates <= 1).all()
 
@@ -136,19 +139,19 @@ def test_binned_saez_by_hand():
     and 1/150 at the bin midpoints: G = 0.75, 0.25 (edge averages of 1, 0.5, 0) and 0 on top;
     a = 50 * 0.5 / 0.75 / 100 = 1/3 and 150 * 0.5 / 0.25 / 100 = 3; nobody on top: a = 0,
     rate 1. With e = 1: 0.25 / (0.25 + 1/3) = 3/7, 0.75 / 3.75 = 0.2, 1."""
-    fine, edges = sol.saez_binned_bin_rates(torch.tensor([50.0, 100.0]), 200.0, 1.0, bins=2)
+    fine, edges = sched.saez_binned_bin_rates(torch.tensor([50.0, 100.0]), 200.0, 1.0, bins=2)
     assert edges.tolist() == [0.0, 100.0, 200.0]
     assert fine.tolist() == pytest.approx([3 / 7, 0.2, 1.0], rel=1e-6)
-    rates = sol.bracketize(fine, edges, torch.tensor([0.0, 150.0]))
+    rates = sched.bracketize(fine, edges, torch.tensor([0.0, 150.0]))
     assert rates.tolist() == pytest.approx([(300 / 7 + 10) / 150, 1.0], rel=1e-6)
 
 
 def test_binned_saez_interpolates_empty_bins():
-    fine, _ = sol.saez_binned_bin_rates(torch.tensor([50.0, 350.0]), 400.0, 0.5, bins=4)
+    fine, _ = sched.saez_binned_bin_rates(torch.tensor([50.0, 350.0]), 400.0, 0.5, bins=4)
     lo, hi = float(fine[0]), float(fine[3])
     assert fine[1:3].tolist() == pytest.approx([lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3])
     with pytest.raises(ValueError, match="weights"):
-        sol.saez_binned_bin_rates(torch.tensor([50.0]), 400.0, 0.5, weights="rawlsian")
+        sched.saez_binned_bin_rates(torch.tensor([50.0]), 400.0, 0.5, weights="rawlsian")
 
 
 def test_binned_saez_reproduces_the_anchor():
@@ -156,7 +159,7 @@ def test_binned_saez_reproduces_the_anchor():
     the anchor economy is worth 265.8, the published Saez number."""
     sim = registry.make("economy/one_step")
     skills = torch.tensor(sim.params.skills, dtype=torch.float64)
-    rates, info = sol.saez_binned_schedule(sim, skills)
+    rates, info = sched.saez_binned_schedule(sim, skills)
     assert info["elasticity"] == 0.5 and float(rates[-1]) == pytest.approx(1.0)
-    value = sol.schedule_value(sim, skills[None], rates)["objective"]
+    value = resp.schedule_value(sim, skills[None], rates)["objective"]
     assert float(value[0]) == pytest.approx(265.8, abs=0.05)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from oprl.policies.economy import EconomyPolicy, economy_heuristics, economy_policy
+from oprl.simulators.economy import EconomyParams, EconomySimulator
 
 from oprl import registry
 from oprl.algorithms import two_level as tl
-from policies.economy import EconomyPolicy, economy_heuristics, economy_policy
-from simulators.economy import EconomyParams, EconomySimulator
 
 CURRICULUM = dict(agent_phase=0.2, settle_phase=0.1, labour_start=0.5, rate_anneal=0.5,
                   entropy_start=0.2, entropy_end=0.0, noise_start=0.5)
@@ -147,7 +147,7 @@ def test_pathwise_planner_moves_its_rates_through_the_agents():
 def test_self_imitation_pulls_only_towards_better_hours(samples):
     """At the exact best response no random alternative pays more (no pull); from zero hours
     in a free market almost every alternative does (with one sample or the best of four)."""
-    from solvers.economy import best_response
+    from oprl.simulators.economy_response import best_response
 
     sim = registry.make("economy/one_step")
     trace = sim.sample_trace(64, 1, seed=0)

@@ -10,13 +10,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from oprl import registry
-from oprl.core import rollout
-from policies.fishery import ConstantMortality
-from simulators.fishery import model1
-from solvers.fishery import grid_dp_3d, perfect_information_dp, single_species_dp
-from solvers.fishery_bound import (
+from oprl.policies.fishery import ConstantMortality
+from oprl.simulators.fishery import model1
+from oprl.solvers.fishery import grid_dp_3d, perfect_information_dp, single_species_dp
+from oprl.solvers.fishery_bound import (
     concave_cuts,
     make_cuts,
     phi,
@@ -26,6 +23,9 @@ from solvers.fishery_bound import (
     solve_highs,
     state_boxes,
 )
+
+from oprl import registry
+from oprl.core import rollout
 
 
 @settings(max_examples=25, deadline=None)

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from oprl import registry
-from oprl.api import train
-from policies.fishery import (
+from oprl.policies.fishery import (
     ConstantEscapement,
     ConstantMortality,
     FisheryChoicePolicy,
@@ -18,7 +15,10 @@ from policies.fishery import (
     fishery_heuristics,
     grid_search,
 )
-from simulators.fishery import model1
+from oprl.simulators.fishery import model1
+
+from oprl import registry
+from oprl.api import train
 
 
 @pytest.mark.parametrize("cls", [FisheryMLP, FisheryGNN])

@@ -9,11 +9,8 @@ import itertools
 
 import pytest
 import torch
-
-from oprl import registry
-from oprl.core import rollout
-from simulators.fishery import extinction_penalty, growth, model1
-from solvers.fishery import (
+from oprl.simulators.fishery import extinction_penalty, growth, model1
+from oprl.solvers.fishery import (
     _extend_below_threshold,
     gauss_hermite,
     grid_axes,
@@ -25,6 +22,9 @@ from solvers.fishery import (
     single_species_dp,
     solve_single_species,
 )
+
+from oprl import registry
+from oprl.core import rollout
 
 
 def brute_force_values(p, horizon: int, grid: int, nodes: int, x_max: float) -> torch.Tensor:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from oprl.policies.inventory_heuristics import tune_base_stock
+from oprl.policies.inventory_mlp import InventoryMLP
+from oprl.simulators import inventory as inv
+from oprl.simulators.inventory_rules import BaseStock
 
 from oprl.algorithms.hdpo import evaluate_cost, lead_time_dev_horizon, train_hdpo
 from oprl.algorithms.reinforce import gradient_variance, reinforce_loss
-from policies.heuristics import BaseStock, tune_base_stock
-from policies.mlp import MLPPolicy
-from simulators import inventory as inv
 
 
-def _policy(sim, seed: int = 0, head: str = "softplus") -> MLPPolicy:
+def _policy(sim, seed: int = 0, head: str = "softplus") -> InventoryMLP:
     """The softplus head starts far from the optimum, so that learning shows."""
     torch.manual_seed(seed)
-    return MLPPolicy(sim, hidden=(32, 32), head=head)
+    return InventoryMLP(sim, hidden=(32, 32), head=head)
 
 
 SMALL = dict(batch_size=64, horizon=40, warmup=10, dev_scenarios=64, lr=5e-3, seed=0)
@@ -36,7 +37,7 @@ def test_hdpo_reaches_tuned_base_stock_on_one_store_backlog() -> None:
 def test_base_stock_head_reaches_the_base_stock_optimum_closely() -> None:
     """The echelon base-stock head starts at the newsvendor level and training keeps it there:
     within 0.3% of the exact optimum on the same traces after 60 short steps."""
-    from solvers.inventory import base_stock_optimum
+    from oprl.solvers.inventory import base_stock_optimum
 
     sim = inv.one_store_backlog(lead_time=4, penalty=19)
     policy = _policy(sim, head="base_stock")

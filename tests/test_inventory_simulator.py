@@ -11,11 +11,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oprl.simulators import inventory as inv
+from oprl.simulators.inventory import SUPPLIER, Demand, InventoryParams, InventorySimulator, Network
 from torch import Tensor
 
 from oprl.core import Observation, Trace, rollout
-from simulators import inventory as inv
-from simulators.inventory import SUPPLIER, Demand, InventoryParams, InventorySimulator, Network
 
 DATA = Path(__file__).parent / "data" / "tiny_demand.csv"
 

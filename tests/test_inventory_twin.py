@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from oprl.policies.inventory_heuristics import newsvendor_levels
+from oprl.simulators import inventory as inv
+from oprl.simulators.events.inventory import observation, replay, replay_episode, shipments_from
+from oprl.simulators.inventory_rules import BaseStock, EchelonBaseStock, inventory_position
 from torch import Tensor, nn
 
 from oprl.core import Observation, rollout
-from policies.heuristics import BaseStock, EchelonBaseStock, inventory_position, newsvendor_levels
-from simulators import inventory as inv
-from simulators.events.inventory import observation, replay, replay_episode, shipments_from
 
 DATA = Path(__file__).parent / "data" / "tiny_demand.csv"
 BATCH, HORIZON = 3, 40

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from oprl.policies.inventory_gnn import InventoryGNN
+from oprl.policies.inventory_mlp import InventoryMLP
+from oprl.simulators import inventory as inv
+from oprl.simulators.inventory import SUPPLIER, Demand, InventoryParams, InventorySimulator, Network
+from oprl.simulators.inventory_rules import EchelonBaseStock
 
 from oprl.core import rollout
-from policies.gnn import GNNPolicy, GraphEncoder, NodeHead, PairScoreHead
-from policies.heuristics import EchelonBaseStock
-from policies.mlp import MLPPolicy
-from simulators import inventory as inv
-from simulators.inventory import SUPPLIER, Demand, InventoryParams, InventorySimulator, Network
+from oprl.nn import GraphEncoder, NodeHead, PairScoreHead
 
 FACTORIES = {
     "one_store_backlog": lambda: inv.one_store_backlog(lead_time=2),
@@ -26,8 +27,8 @@ FACTORIES = {
 
 def _policy(kind: str, sim: InventorySimulator):
     if kind == "gnn":
-        return GNNPolicy(sim, hidden=16, layers=2)
-    return MLPPolicy(sim, hidden=(16, 16), head="base_stock" if kind == "mlp_bs" else "softplus")
+        return InventoryGNN(sim, hidden=16, layers=2)
+    return InventoryMLP(sim, hidden=(16, 16), head="base_stock" if kind == "mlp_bs" else "softplus")
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
@@ -56,7 +57,7 @@ def test_initial_orders_are_the_mean_demand() -> None:
     obs = sim.observe(sim.reset(trace), 0, trace)
     mean = sim.demand_moments()[0]
     expected = torch.cat([mean.sum().reshape(1), mean])
-    for policy in (MLPPolicy(sim, head="softplus"), GNNPolicy(sim)):
+    for policy in (InventoryMLP(sim, head="softplus"), InventoryGNN(sim)):
         assert torch.allclose(policy(obs)[0], expected, rtol=0.1)
 
 
@@ -65,7 +66,7 @@ def test_base_stock_head_without_correction_is_the_base_stock_rule() -> None:
     to the softplus smoothing (at most log(2) / sharpness mean demands), all along a rollout."""
     sim = inv.serial(store_lead_time=2)
     levels = torch.tensor([40.0, 35.0, 20.0, 18.0])
-    policy = MLPPolicy(sim, hidden=(8,), init_gain=0.0, head="base_stock", sharpness=200.0)
+    policy = InventoryMLP(sim, hidden=(8,), init_gain=0.0, head="base_stock", sharpness=200.0)
     scale = policy.features.edge_scale
     with torch.no_grad():
         policy.head.level.copy_(levels / scale)
@@ -79,7 +80,7 @@ def test_base_stock_head_without_correction_is_the_base_stock_rule() -> None:
         state = sim.step(state, action, t, trace)[0]
 
 
-@pytest.mark.parametrize("cls", [MLPPolicy, GNNPolicy])
+@pytest.mark.parametrize("cls", [InventoryMLP, InventoryGNN])
 def test_integer_demand_gets_whole_unit_orders_outside_training(cls) -> None:
     lost = inv.one_store_lost(lead_time=2)  # Poisson demand
     trace = lost.sample_trace(8, 5, seed=0)
@@ -101,25 +102,25 @@ def test_integer_demand_gets_whole_unit_orders_outside_training(cls) -> None:
 def test_base_stock_head_starts_at_the_newsvendor_level(lead, penalty) -> None:
     """A backlogged store's head starts at (about) the optimal base-stock level: training
     only refines it, however much safety stock a long lead time and high penalty ask for."""
-    from solvers.inventory import base_stock_optimum
+    from oprl.solvers.inventory import base_stock_optimum
 
     sim = inv.one_store_backlog(lead_time=lead, penalty=penalty)
-    policy = MLPPolicy(sim)
+    policy = InventoryMLP(sim)
     start = float(policy.head.level[0] * policy.features.edge_scale[0])
     assert start == pytest.approx(base_stock_optimum(sim).details["level"], abs=0.3)
 
 
 def test_unknown_head_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="head"):
-        MLPPolicy(inv.serial(), head="relu")
+        InventoryMLP(inv.serial(), head="relu")
 
 
 def test_gnn_same_weights_serve_different_store_counts() -> None:
     torch.manual_seed(0)
-    small = GNNPolicy(inv.transshipment(n_stores=3), hidden=16, layers=2)
+    small = InventoryGNN(inv.transshipment(n_stores=3), hidden=16, layers=2)
     for n in (5, 12):
         sim = inv.transshipment(n_stores=n)
-        big = GNNPolicy(sim, hidden=16, layers=2)
+        big = InventoryGNN(sim, hidden=16, layers=2)
         big.load_state_dict(small.state_dict())
         trace = sim.sample_trace(3, 5, seed=0)
         with torch.no_grad():
@@ -146,8 +147,8 @@ def test_gnn_is_equivariant_to_permuting_stores() -> None:
     sim = inv.one_warehouse(n_stores=5)
     perm = torch.tensor([3, 0, 4, 2, 1])
     other = _permuted_one_warehouse(sim, perm)
-    policy = GNNPolicy(sim, hidden=16, layers=2)
-    twin = GNNPolicy(other, hidden=16, layers=2)
+    policy = InventoryGNN(sim, hidden=16, layers=2)
+    twin = InventoryGNN(other, hidden=16, layers=2)
     twin.load_state_dict(policy.state_dict())
     trace = sim.sample_trace(3, 4, seed=2)
     state = sim.reset(trace)

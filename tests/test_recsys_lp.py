@@ -5,10 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from oprl.core import rollout
-from simulators.recsys import SIGNALS, TabularModel, tabular
-from solvers.recsys import (
+from oprl.simulators.recsys import SIGNALS, TabularModel, tabular
+from oprl.solvers.recsys import (
     cmdp_lp,
     policy_from_occupancy,
     policy_values,
@@ -16,6 +14,8 @@ from solvers.recsys import (
     solve_glop,
     solve_highs,
 )
+
+from oprl.core import rollout
 
 
 def two_state() -> TabularModel:
@@ -104,8 +104,8 @@ def test_thresholds_tighten_the_optimum():
 
 
 def test_exact_policy_values_agree_with_the_lp_and_simulation():
-    from policies.recsys import WeightedRanking
-    from solvers.recsys import exact_policy_values
+    from oprl.policies.recsys import WeightedRanking
+    from oprl.simulators.recsys import exact_policy_values
 
     sim = tabular()
     lp = cmdp_lp(sim)

@@ -6,11 +6,18 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oprl.policies.recsys import RandomExposure, WeightedRanking
+from oprl.simulators.recsys import (
+    KUAIRAND,
+    SIGNALS,
+    RecsysParams,
+    TabularParams,
+    short_video,
+    tabular,
+)
+from oprl.solvers.recsys import TablePolicy, policy_values
 
 from oprl.core import rollout
-from policies.recsys import RandomExposure, WeightedRanking
-from simulators.recsys import KUAIRAND, SIGNALS, RecsysParams, TabularParams, short_video, tabular
-from solvers.recsys import TablePolicy, policy_values
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from oprl.policies.recsys import CandidateGNN, CandidateMLP, WeightedRanking, recsys_heuristics
+from oprl.simulators.recsys import short_video, tabular
 
 from oprl import registry
 from oprl.algorithms.constrained_ac import collect, estimate_totals, train_rcpo, train_tscac
-from policies.recsys import CandidateGNN, CandidateMLP, WeightedRanking, recsys_heuristics
-from simulators.recsys import short_video, tabular
 
 
 def small_tabular():
@@ -139,7 +139,8 @@ def test_monte_carlo_dev_estimate_is_unbiased_and_compaction_exact(realised):
     """The dev estimate (Monte-Carlo mean and standard error) agrees with the exact totals
     within 4 s.e. for the LP's stochastic policy; dropping finished sessions from the batch
     changes nothing but the cost."""
-    from solvers.recsys import cmdp_lp, exact_policy_values
+    from oprl.simulators.recsys import exact_policy_values
+    from oprl.solvers.recsys import cmdp_lp
 
     sim = small_tabular()
     policy = cmdp_lp(sim).policy

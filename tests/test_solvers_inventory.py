@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from oprl.core import Trace, rollout
-from policies.heuristics import (
-    BaseStock,
-    EchelonBaseStock,
-    evaluate_levels,
-    newsvendor_levels,
-)
-from simulators import inventory as inv
-from solvers.inventory import (
+from oprl.policies.inventory_heuristics import evaluate_levels, newsvendor_levels
+from oprl.simulators import inventory as inv
+from oprl.simulators.inventory_rules import BaseStock, EchelonBaseStock
+from oprl.solvers.inventory import (
     balanced_allocation_bound,
     base_stock_optimum,
     decoupled_base_stock_bound,
@@ -23,6 +17,8 @@ from solvers.inventory import (
     pooled_newsvendor_bound,
     references,
 )
+
+from oprl.core import Trace, rollout
 
 
 def _simulate(sim, policy, trace: Trace, warmup: int) -> torch.Tensor:
@@ -196,7 +192,8 @@ def test_lp_hand_checkable_deterministic_demand(backend):
 
 
 def test_lp_reference_pairs_on_its_episodes_only_over_the_same_periods(monkeypatch):
-    import solvers.inventory as solvers_inventory
+    import oprl.solvers.inventory as solvers_inventory
+
     from oprl.evaluate import Entry, evaluate
 
     sim = inv.many_warehouses(n_warehouses=2, n_stores=3, instance_seed=1)
@@ -278,8 +275,9 @@ def _poisson_backlog() -> inv.InventorySimulator:
 
 
 def test_decoupled_bound_matches_monte_carlo_newsvendor_and_bounds_heuristics():
-    from policies.heuristics import BaseStock, evaluate_levels, newsvendor_levels
-    from solvers.inventory import _clipped_normal_newsvendor, decoupled_newsvendor_bound
+    from oprl.policies.inventory_heuristics import evaluate_levels, newsvendor_levels
+    from oprl.simulators.inventory_rules import BaseStock
+    from oprl.solvers.inventory import _clipped_normal_newsvendor, decoupled_newsvendor_bound
 
     gen = torch.Generator().manual_seed(0)
     d = (5 + 2 * torch.randn(400_000, generator=gen, dtype=torch.float64)).clamp_min(0)
@@ -309,7 +307,7 @@ def test_lost_sales_dp_at_lead_time_one_simulates_to_its_value():
 
 
 def test_decoupled_base_stock_bound_is_valid_and_exact_for_one_store():
-    from solvers.inventory import decoupled_base_stock_bound
+    from oprl.solvers.inventory import decoupled_base_stock_bound
 
     one = inv.one_store_backlog(lead_time=3, penalty=9.0)
     assert decoupled_base_stock_bound(one).objective == pytest.approx(

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from oprl.algorithms.common import DEV_SEED_OFFSET, RewardResult, invoke_callback, step_seed
 from oprl.core import Trace, resolve_device, rollout
-from policies.dispatch import gumbel_scores, pair_log_prob
+from oprl.policies.dispatch import gumbel_scores, pair_log_prob
 
 
 @dataclass

@@ -33,12 +33,12 @@ def pooled_training(params: dict[str, Any]) -> dict[str, Any]:
 
 SCENARIOS = [
     Scenario(
-        "dispatch/manhattan", "simulators.dispatch:manhattan",
+        "dispatch/manhattan", "oprl.simulators.dispatch:manhattan",
         "69 Manhattan taxi zones, 1,000 vehicles, ~4,000 requests in a 30-minute evening peak; "
         "exact per-step matching; bound: hindsight min-cost flow",
-        "policies.dispatch:dispatch_heuristics", "solvers.dispatch:references",
+        "oprl.policies.dispatch:dispatch_heuristics", "oprl.solvers.dispatch:references",
         algorithm="ospo", policy="mlp",
-        policies={"mlp": "policies.dispatch:PairMLP", "gnn": "policies.dispatch:ZoneGNN"},
+        policies={"mlp": "oprl.policies.dispatch:PairMLP", "gnn": "oprl.policies.dispatch:ZoneGNN"},
         algorithms={"ospo": "oprl.algorithms.ospo:train_ospo",
                     "grpo": "oprl.algorithms.ospo:train_grpo"},
         bench_algorithms=("ospo", "grpo"),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from oprl.registry import Scenario
 
-_ECO = "simulators.economy:"
-_HEUR = "policies.economy:economy_heuristics"
-_REF = "solvers.economy:references"
-_POLICIES = {"gnn": "policies.economy:economy_policy"}
+_ECO = "oprl.simulators.economy:"
+_HEUR = "oprl.policies.economy:economy_heuristics"
+_REF = "oprl.solvers.economy:references"
+_POLICIES = {"gnn": "oprl.policies.economy:economy_policy"}
 _TWO_LEVEL = "oprl.algorithms.two_level:train_two_level"
 # two_level: GNN agents learn (pathwise, with self-imitation of better random hours) while the
 # planner learns (risk-seeking policy gradient); the one-step economy keeps a pool of 8

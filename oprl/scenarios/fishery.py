@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from oprl.registry import Scenario
 
-_FISH = "simulators.fishery:"
-_HEUR = "policies.fishery:fishery_heuristics"
-_REF = "solvers.fishery:references"
-_POLICIES = {"mlp": "policies.fishery:FisheryMLP", "gnn": "policies.fishery:FisheryGNN",
-             "choice": "policies.fishery:FisheryChoicePolicy"}
+_FISH = "oprl.simulators.fishery:"
+_HEUR = "oprl.policies.fishery:fishery_heuristics"
+_REF = "oprl.solvers.fishery:references"
+_POLICIES = {"mlp": "oprl.policies.fishery:FisheryMLP", "gnn": "oprl.policies.fishery:FisheryGNN",
+             "choice": "oprl.policies.fishery:FisheryChoicePolicy"}
 # tscac / rcpo need the discrete menu: --policy choice --set menu=K (survival constraint)
 _ALGORITHMS = {"hdpo": "oprl.algorithms.hdpo:train_hdpo",
                "tscac": "oprl.algorithms.constrained_ac:train_tscac",

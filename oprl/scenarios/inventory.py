@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from oprl.registry import Scenario
 
-_INV = "simulators.inventory:"
-_INV_HEUR = "policies.heuristics:inventory_heuristics"
-_INV_REF = "solvers.inventory:references"
+_INV = "oprl.simulators.inventory:"
+_INV_HEUR = "oprl.policies.inventory_heuristics:inventory_heuristics"
+_INV_REF = "oprl.solvers.inventory:references"
 # measured on 2 CPU cores (benchmarks/RESULTS.md): ~0.3 s per MLP step at batch 256.
 # dev_windows: dev episodes long enough for 45 lead-time windows (L=20: 985 periods, L=1:
 # 130 instead of the training 100), so the kept weights are the best ones, not the dev set's luckiest
@@ -16,7 +16,7 @@ _ONE_STORE = {"steps": 600, "batch_size": 256, "lr": 3e-3, "lr_final_fraction": 
 _NETWORK = {"steps": 300, "batch_size": 64, "lr": 3e-3, "lr_final_fraction": 0.1,
             "dev_scenarios": 128}
 _SMALL_GNN = {"hidden": 32, "layers": 2}
-_POLICIES = {"mlp": "policies.mlp:MLPPolicy", "gnn": "policies.gnn:GNNPolicy"}
+_POLICIES = {"mlp": "oprl.policies.inventory_mlp:InventoryMLP", "gnn": "oprl.policies.inventory_gnn:InventoryGNN"}
 _ALGORITHMS = {"hdpo": "oprl.algorithms.hdpo:train_hdpo"}
 # scenario fields every inventory factory passes through to InventoryParams
 _COMMON = ("horizon", "warmup", "eval_horizon", "eval_warmup", "initial_onhand", "demand_lags")

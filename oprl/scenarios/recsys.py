@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from oprl.registry import Scenario
 
-_SIM = "simulators.recsys:"
-_HEUR = "policies.recsys:recsys_heuristics"
-_REF = "solvers.recsys:references"
-_POLICIES = {"mlp": "policies.recsys:mlp_policy", "gnn": "policies.recsys:gnn_policy"}
+_SIM = "oprl.simulators.recsys:"
+_HEUR = "oprl.policies.recsys:recsys_heuristics"
+_REF = "oprl.solvers.recsys:references"
+_POLICIES = {"mlp": "oprl.policies.recsys:mlp_policy", "gnn": "oprl.policies.recsys:gnn_policy"}
 _ALGORITHMS = {"tscac": "oprl.algorithms.constrained_ac:train_tscac",
                "rcpo": "oprl.algorithms.constrained_ac:train_rcpo"}
 _COMMON = ("horizon", "warmup", "eval_horizon", "eval_warmup")

@@ -12,11 +12,13 @@ import math
 from collections.abc import Sequence
 
 import torch
+from oprl.policies.inventory_heuristics import critical_ratios
+from oprl.simulators.inventory import SUPPLIER, InventorySimulator
+from oprl.simulators.inventory_rules import echelon_members
 from torch import Tensor, nn
 
 from oprl.core import Observation
-from policies.heuristics import critical_ratios, echelon_members
-from simulators.inventory import SUPPLIER, InventorySimulator
+from oprl.nn import mlp, shrink_last_layer
 
 SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(SOFTPLUS_ONE) == 1
 LEAD_SCALE = 4.0  # typical lead time; keeps lead-time inputs O(1)
@@ -120,23 +122,6 @@ def whole_units(orders: Tensor, enabled: bool, training: bool) -> Tensor:
     return torch.round(orders) if enabled and not training else orders
 
 
-def mlp(sizes: Sequence[int], act: type[nn.Module] = nn.ELU, last_act: bool = False) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2 or last_act:
-            layers.append(act())
-    return nn.Sequential(*layers)
-
-
-def shrink_last_layer(net: nn.Sequential, gain: float = 0.01) -> None:
-    """Start near the 'order the mean demand' policy: tiny output weights, zero bias."""
-    last = [m for m in net if isinstance(m, nn.Linear)][-1]
-    with torch.no_grad():
-        last.weight.mul_(gain)
-        last.bias.zero_()
-
-
 class BaseStockHead(nn.Module):
     """Orders ``softplus_k(level - position + raw) * scale`` per edge: a learnable order-up-to
     level on the destination's echelon inventory position (its own plus everything it
@@ -201,7 +186,7 @@ def _downstream_lead(sim: InventorySimulator, lead: Tensor) -> Tensor:
     return below
 
 
-class MLPPolicy(nn.Module):
+class InventoryMLP(nn.Module):
     """Flattened scaled node and edge features -> one non-negative order per edge ``[B, E]``.
 
     ``head='base_stock'`` (default) adds the network's output to a learnable echelon

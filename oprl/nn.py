@@ -1,33 +1,38 @@
-"""One message-passing encoder for every domain, plus small heads (edge, node, pair score).
+"""Generic network blocks every domain's policies build on.
 
-`GraphEncoder` works on any graph: node features ``[B, V, node_dim]``, edge features
-``[B, E, edge_dim]`` and one ``edge_index`` shared by the batch. The B samples become one
-disjoint union graph (the index offset once and cached), so there is no Python loop over
-samples. Messages flow both ways along each edge (a direction flag tells them apart) and are
-aggregated by mean and max, so the same weights serve 3 or 50 stores and the output is
-invariant to relabelling nodes.
-
-`GNNPolicy` is the inventory policy built on it: an edge head turns the two endpoint
-embeddings and the edge's features into a non-negative order per edge.
+`mlp` and `shrink_last_layer` make small feed-forward nets that start near a sensible policy.
+`GraphEncoder` is one message-passing encoder for any graph: node features ``[B, V, node_dim]``,
+edge features ``[B, E, edge_dim]`` and one ``edge_index`` shared by the batch. Messages flow
+both ways along each edge (a direction flag tells them apart) and are aggregated by mean and
+max, so the same weights serve 3 or 50 nodes and the output is invariant to relabelling nodes.
+The heads turn embeddings into one output per edge, per node or per node pair.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
-from oprl.core import Observation
-from policies.mlp import (
-    InventoryFeatures,
-    edge_index_with_supplier,
-    integer_demand,
-    mlp,
-    scaled_orders,
-    shrink_last_layer,
-    whole_units,
-)
-from simulators.inventory import InventorySimulator
+
+def mlp(sizes: Sequence[int], act: type[nn.Module] = nn.ELU, last_act: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2 or last_act:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+def shrink_last_layer(net: nn.Sequential, gain: float = 0.01) -> None:
+    """Start near the 'order the mean demand' policy: tiny output weights, zero bias."""
+    last = [m for m in net if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(gain)
+        last.bias.zero_()
+
 
 
 class EdgeConv(MessagePassing):
@@ -127,34 +132,3 @@ class PairScoreHead(nn.Module):
     def forward(self, left_h: Tensor, right_h: Tensor) -> Tensor:
         pair = torch.relu(self.left(left_h).unsqueeze(2) + self.right(right_h).unsqueeze(1))
         return self.net(pair).squeeze(-1)
-
-
-class GNNPolicy(nn.Module):
-    """Inventory policy: `GraphEncoder` over the supply graph and an `EdgeHead` ordering
-    ``softplus(.) * scale`` on each edge. The graph and scales are non-persistent buffers, so a
-    state dict trained on one network loads into a policy built for another (``slots`` fixes
-    the pipeline feature width when lead times differ). ``integer_orders`` as in `MLPPolicy`."""
-
-    def __init__(
-        self,
-        sim: InventorySimulator,
-        hidden: int = 64,
-        layers: int = 3,
-        slots: int | None = None,
-        init_gain: float = 0.01,
-        integer_orders: bool | None = None,
-    ) -> None:
-        super().__init__()
-        self.features = InventoryFeatures(sim, slots)
-        self.encoder = GraphEncoder(self.features.node_dim, self.features.edge_dim, hidden, layers)
-        self.head = EdgeHead(hidden)
-        shrink_last_layer(self.head.net, init_gain)
-        self.register_buffer("edge_index", edge_index_with_supplier(sim), persistent=False)
-        self.integer_orders = integer_demand(sim) if integer_orders is None else bool(integer_orders)
-
-    def forward(self, obs: Observation) -> Tensor:
-        nodes, edges = self.features.nodes(obs), self.features.edges(obs)
-        node_h, edge_h = self.encoder(nodes, edges, self.edge_index)
-        raw = self.head(node_h, edge_h, self.edge_index).squeeze(-1)
-        return whole_units(scaled_orders(raw, self.features.edge_scale), self.integer_orders,
-                           self.training)
