@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,17 @@ from torch import nn
 
 from oprl import registry
 from oprl.core import resolve_device
-from oprl.evaluate import COLUMNS, Entry, evaluate
+from oprl.evaluate import COLUMNS, Entry
 from oprl.result import SolverResult
 from oprl.runs import RunDir, write_csv
-
-EVAL_SEED, TUNE_SEED = 1_234_567, 7_654_321
+from oprl.scoring import (  # noqa: F401  (EVAL_SEED, TUNE_SEED, eval_window: public API)
+    EVAL_SEED,
+    TUNE_SEED,
+    bench_settings,
+    eval_window,
+    prepare_cell,
+    score_cell,
+)
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
@@ -183,21 +188,6 @@ def solve(
     return registry.load(spec.references)(sim, trace, warmup)
 
 
-def eval_window(sim, horizon: int | None, warmup: int | None) -> tuple[int, int]:
-    """Evaluation periods and uncounted warm-up; a shorter horizon keeps the scenario's
-    warm-up fraction (e.g. 3,000 of 5,000)."""
-    p = getattr(sim, "params", sim)
-    horizon = int(horizon or p.eval_horizon)
-    if horizon < 2:
-        raise ValueError(f"horizon: evaluation needs at least 2 periods, got {horizon}")
-    if warmup is None:
-        warmup = p.eval_warmup if horizon == p.eval_horizon else int(
-            horizon * p.eval_warmup / p.eval_horizon)
-    if not 0 <= warmup < horizon:
-        raise ValueError(f"eval_warmup: must lie in [0, {horizon}), got {warmup}")
-    return horizon, warmup
-
-
 def _rounding_note(policy: nn.Module) -> str:
     """Say so in the status when a learned policy's orders are rounded to whole units."""
     return "; whole-unit orders" if getattr(policy, "integer_orders", False) else ""
@@ -230,11 +220,8 @@ def benchmark(
     spec = registry.get(scenario)
     params = dict(params or {})
     dev = resolve_device(device)
-    defaults = {"eval_episodes": 256, "tune_episodes": 64, "tune_horizon": 1000,
-                **spec.bench_defaults}
-    eval_episodes = int(eval_episodes or defaults["eval_episodes"])
-    if eval_episodes < 1:
-        raise ValueError(f"episodes: must be >= 1, got {eval_episodes}")
+    settings = bench_settings(spec, seed, eval_episodes=eval_episodes, horizon=eval_horizon,
+                              warmup=eval_warmup)
     learned: list[Entry] = []
     histories: dict[str, list[dict[str, float]]] = {}
     if run is not None:
@@ -245,7 +232,7 @@ def benchmark(
                              f"{checkpoint['best_step']}{_rounding_note(net)}", checkpoint["wall_s"]))
         params = checkpoint["config"]["params"]
     sim = spec.build(**params)
-    horizon, warmup = eval_window(sim, eval_horizon, eval_warmup)
+    eval_window(sim, eval_horizon, eval_warmup)  # a bad window is refused before training
     if run is None:
         for algo in algos or list(spec.bench_algorithms or (spec.algorithm,)):
             kind = policy or spec.policy
@@ -259,23 +246,10 @@ def benchmark(
                                  f"trained {outcome.steps_done} steps, best at "
                                  f"{outcome.best_step}{_rounding_note(outcome.policy)}",
                                  outcome.wall_s))
-    log("[oprl] tuning heuristics on training traces ...")
-    start = time.perf_counter()
-    tune_trace = sim.sample_trace(int(defaults["tune_episodes"]),
-                                  min(horizon, int(defaults["tune_horizon"])),
-                                  seed=seed + TUNE_SEED, device=dev)
-    tune_warmup = min(warmup, tune_trace.horizon // 3)
-    heuristics = registry.load(spec.heuristics)(sim, tune_trace, tune_warmup)
-    tune_s = time.perf_counter() - start
-    entries = learned + [
-        Entry(name, pol, "heuristic", status, tune_s) for name, (pol, status) in heuristics.items()
-    ]
-    log("[oprl] solving references on the evaluation traces ...")
-    trace = sim.sample_trace(eval_episodes, horizon, seed=seed + EVAL_SEED, device=dev)
-    references = registry.load(spec.references)(sim, trace, warmup)
-    log(f"[oprl] evaluating on {eval_episodes} episodes x {horizon} periods "
-        f"(first {warmup} not counted) ...")
-    frame = evaluate(sim, trace, warmup, entries, references)
+    cell = prepare_cell(spec, sim, learned, settings, dev, log)
+    log(f"[oprl] evaluating on {cell.trace.batch} episodes x {cell.trace.horizon} periods "
+        f"(first {cell.warmup} not counted) ...")
+    frame = score_cell(cell)
     frame.attrs["histories"] = histories
     frame.attrs["history"] = next(iter(histories.values()), [])
     if csv is not None:

@@ -39,7 +39,6 @@ import json
 import math
 import random
 import socket
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +50,9 @@ from torch import Tensor, nn
 
 from oprl import registry
 from oprl.core import Trace, resolve_device
-from oprl.evaluate import Entry, episode_scores, evaluate
-from oprl.runs import atomic_write, write_json
+from oprl.evaluate import Entry, episode_scores
+from oprl.runs import LOCK, OWNER, atomic_write, folder_lock, write_json
+from oprl.scoring import CellSettings, PreparedCell, eval_window, prepare_cell, score_cell
 
 SPEC_KEYS = {
     "scenario", "name", "fixed", "grid", "sample", "heuristics", "solvers", "checkpoints",
@@ -208,12 +208,26 @@ def _settings(grid: dict[str, Any], sample: dict[str, Any]) -> list[dict[str, An
             raise ValueError(f"spec.grid.{name}: must be a list of values, got {values!r}")
         if not values:
             raise ValueError(f"spec.grid.{name}: empty list; the grid would have no cells")
+        for i, value in enumerate(values):
+            if any(_same_value(value, other) for other in values[:i]):
+                raise ValueError(f"spec.grid.{name}: {value!r} is listed twice "
+                                 f"({values!r}); each cell would run twice")
     points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
     draws = _draws(sample) if sample else [{}]
     settings = [{**p, **d} for p in points for d in draws]
     if not grid and not sample:
         raise ValueError("spec: empty grid; give `grid` and/or `sample` parameters to sweep")
     return settings
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """2 and 2.0 are one setting; True and 1 are not (a flag is not a count)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - incomparable values are different settings
+        return False
 
 
 def _draws(sample: dict[str, Any]) -> list[dict[str, Any]]:
@@ -316,10 +330,11 @@ def groups(spec: SweepSpec) -> list[list[int]]:
     return out
 
 
-def chunks(spec: SweepSpec, done: set[str]) -> list[tuple[list[int], list[int]]]:
+def chunks(spec: SweepSpec, done: set[str],
+           grouped: list[list[int]] | None = None) -> list[tuple[list[int], list[int]]]:
     """(group, cells to run) pairs: at most ``spec.chunk`` unfinished cells of one group."""
     out = []
-    for group in groups(spec):
+    for group in groups(spec) if grouped is None else grouped:
         todo = [i for i in group if spec.cells[i].id not in done]
         out += [(group, todo[k:k + spec.chunk]) for k in range(0, len(todo), spec.chunk)]
     return out
@@ -358,7 +373,7 @@ def run_chunk(raw: dict[str, Any], group: list[int], todo: list[int], device: st
               out: str | None = None) -> list[dict[str, Any]]:
     """Result rows of the cells ``todo`` (all of one stackable ``group``); a pure function of
     its arguments, so a Ray worker and the local process compute the same numbers."""
-    from oprl.api import EVAL_SEED, TUNE_SEED, eval_window, load_policy, train
+    from oprl.api import load_policy, train
 
     spec = load_spec(raw)
     scenario = registry.get(spec.scenario)
@@ -368,37 +383,27 @@ def run_chunk(raw: dict[str, Any], group: list[int], todo: list[int], device: st
         sims = registry.load(scenario.align)(sims)
     sim_of = dict(zip(group, sims))
     loaded = [load_policy(path, spec.scenario) for path in spec.checkpoints]
-    work = []
+    prepared: list[tuple[Cell, PreparedCell]] = []
     for i in todo:
         cell, sim = spec.cells[i], sim_of[i]
-        horizon, warmup = eval_window(sim, spec.horizon, spec.warmup)
-        entries: list[Entry] = []
+        eval_window(sim, spec.horizon, spec.warmup)  # a bad window is refused before training
+        learned: list[Entry] = []
         for path, (net, checkpoint) in zip(spec.checkpoints, loaded):
             cfg = checkpoint["config"]
-            entries.append(Entry(f"{cfg['algo']}-{cfg['policy']} ({Path(path).name})",
+            learned.append(Entry(f"{cfg['algo']}-{cfg['policy']} ({Path(path).name})",
                                  net.to(dev), "learned", "checkpoint", checkpoint["wall_s"]))
         if spec.train is not None:
-            entries.append(_train_cell(train, spec, cell, out, device))
-        start = time.perf_counter()
-        if spec.heuristics != ():
-            tune = sim.sample_trace(spec.tune_episodes, min(horizon, spec.tune_horizon),
-                                    seed=cell.seed + TUNE_SEED, device=dev)
-            fitted = registry.load(scenario.heuristics)(sim, tune, min(warmup, tune.horizon // 3))
-            tune_s = time.perf_counter() - start
-            entries += [Entry(name, pol, "heuristic", status, tune_s)
-                        for name, (pol, status) in fitted.items()
-                        if spec.heuristics is None or name in spec.heuristics]
-        trace = sim.sample_trace(spec.episodes, horizon, seed=cell.seed + EVAL_SEED, device=dev)
-        references = []
-        if spec.solvers != ():
-            references = [r for r in registry.load(scenario.references)(sim, trace, warmup)
-                          if spec.solvers is None or r.name in spec.solvers]
-        work.append((cell, sim, trace, warmup, entries, references))
-    precomputed = _batched_scores(scenario, work) if len(work) > 1 else [{}] * len(work)
+            learned.append(_train_cell(train, spec, cell, out, device))
+        settings = CellSettings(seed=cell.seed, eval_episodes=spec.episodes,
+                                tune_episodes=spec.tune_episodes, tune_horizon=spec.tune_horizon,
+                                horizon=spec.horizon, warmup=spec.warmup,
+                                heuristics=spec.heuristics, solvers=spec.solvers)
+        prepared.append((cell, prepare_cell(scenario, sim, learned, settings, dev)))
+    cells = [p for _, p in prepared]
+    precomputed = _batched_scores(scenario, cells) if len(cells) > 1 else [{}] * len(cells)
     rows: list[dict[str, Any]] = []
-    for (cell, sim, trace, warmup, entries, references), pre in zip(work, precomputed):
-        frame = evaluate(sim, trace, warmup, entries, references, precomputed=pre)
-        for record in frame.to_dict("records"):
+    for (cell, ready), pre in zip(prepared, precomputed):
+        for record in score_cell(ready, pre).to_dict("records"):
             rows.append({"cell_id": cell.id, "cell_index": cell.index, "seed": cell.seed,
                          "params": json.dumps(cell.params, sort_keys=True, default=str),
                          **{f"param.{k}": v for k, v in cell.params.items() if _scalar(v)},
@@ -421,30 +426,24 @@ def _train_cell(train: Callable, spec: SweepSpec, cell: Cell, out: str | None,
                  outcome.wall_s)
 
 
-def _batched_scores(scenario: registry.Scenario, work: list) -> list[dict]:
+def _batched_scores(scenario: registry.Scenario, cells: list[PreparedCell]) -> list[dict]:
     """Per-cell scores of every heuristic and solver policy present in all cells of the chunk,
     from one rollout of the stacked simulator per policy."""
-    out: list[dict] = [{} for _ in work]
+    out: list[dict] = [{} for _ in cells]
     if not scenario.stack:
         return out
-    traces = [w[2] for w in work]
-    episodes, warmups = traces[0].batch, {w[3] for w in work}
+    traces = [c.trace for c in cells]
+    episodes, warmups = traces[0].batch, {c.warmup for c in cells}
     if len(warmups) != 1 or any(t.horizon != traces[0].horizon for t in traces):
         return out
-    stacked = registry.load(scenario.stack)([w[1] for w in work], episodes)
+    stacked = registry.load(scenario.stack)([c.sim for c in cells], episodes)
     big = Trace({k: torch.cat([t[k] for t in traces]) for k in traces[0].data}, traces[0].seed)
-
-    def policies_named(w) -> dict[str, Callable]:
-        found = {e.name: e.policy for e in w[4] if e.kind == "heuristic"}
-        found.update({r.name: r.policy for r in w[5] if r.policy is not None})
-        return found
-
-    per_cell = [policies_named(w) for w in work]
+    per_cell = [c.policies() for c in cells]
     shared = [n for n in per_cell[0] if all(n in p for p in per_cell[1:])]
     for name in shared:
         policy = stack_policies([p[name] for p in per_cell], episodes)
-        values, extras = episode_scores(stacked, policy, big, work[0][3])
-        for k in range(len(work)):
+        values, extras = episode_scores(stacked, policy, big, cells[0].warmup)
+        for k in range(len(cells)):
             part = slice(k * episodes, (k + 1) * episodes)
             out[k][name] = (values[part], {m: v[part] for m, v in extras.items()})
     return out
@@ -471,7 +470,7 @@ class ResultsStore:
                 raise ValueError(
                     f"out: {self.out} holds results of another sweep spec (scenario "
                     f"{saved.get('scenario')!r}, {saved.get('cells')} cells); use another --out")
-        elif self.out.exists() and any(self.out.iterdir()):
+        elif self.out.exists() and any(p.name not in (LOCK, OWNER) for p in self.out.iterdir()):
             raise ValueError(f"out: {self.out} is not empty and is not a sweep folder; "
                              "use another --out")
         else:
@@ -480,14 +479,29 @@ class ResultsStore:
         return self.load()
 
     def load(self) -> pd.DataFrame:
+        """The finished cells' rows; a cell recorded twice (by an older oprl without the folder
+        lock) counts once: its first record is kept."""
         path = self.out / RESULTS
-        return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+        return first_record_per_cell(pd.read_parquet(path)) if path.exists() else pd.DataFrame()
 
     def append(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
-        """Add rows and rewrite the file atomically: a kill leaves the old or the new file."""
-        frame = pd.concat([self.load(), pd.DataFrame(rows)], ignore_index=True)
+        """Add the rows of cells not recorded yet and rewrite the file atomically: a kill
+        leaves the old or the new file, and no cell is ever recorded twice."""
+        old = self.load()
+        new = pd.DataFrame(rows)
+        if len(old) and len(new):
+            new = new[~new["cell_id"].isin(set(old["cell_id"]))]
+        frame = pd.concat([old, new], ignore_index=True) if len(old) else new
         atomic_write(self.out / RESULTS, lambda p: frame.to_parquet(p, index=False))
         return frame
+
+
+def first_record_per_cell(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of each cell's first recorded chunk (duplicated rows of a cell are dropped)."""
+    if not len(frame) or "cell_id" not in frame:
+        return frame
+    key = [c for c in ("cell_id", "policy", "metric") if c in frame]
+    return frame[~frame.duplicated(subset=key, keep="first")].reset_index(drop=True)
 
 
 # -- backends ----------------------------------------------------------------------------------
@@ -507,11 +521,20 @@ def run_sweep(
     if backend not in ("local", "ray"):
         raise ValueError(f"backend: {backend!r}; allowed: local, ray")
     resolve_device(device)
+    if address is not None and backend != "ray":
+        raise ValueError("address: a Ray address needs --backend ray")
     ray = _connect_ray(address) if backend == "ray" else None
+    with folder_lock(out):
+        return _run_locked(spec, out, ray, backend, device, progress, log)
+
+
+def _run_locked(spec: SweepSpec, out: str | Path, ray, backend: str, device: str,
+                progress: bool, log: Callable[[str], None]) -> pd.DataFrame:
+    grouped = groups(spec)  # builds every cell's simulator: bad values fail before any write
     store = ResultsStore(out)
     frame = store.open(spec)
     done = set(frame["cell_id"]) if len(frame) else set()
-    todo = chunks(spec, done)
+    todo = chunks(spec, done, grouped)
     remaining = sum(len(t) for _, t in todo)
     log(f"[oprl] sweep {spec.scenario}: {len(spec.cells)} cells, {len(done)} done, "
         f"{remaining} to run in {len(todo)} chunks ({backend})")
