@@ -1,9 +1,11 @@
-"""The ``oprl`` command. Bad input is one line on stderr and exit code 2."""
+"""The ``oprl`` command. Bad input is one line on stderr and exit code 2 (`--debug`: the
+traceback too); output paths are checked before any work, so a mistake costs no training."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from typing import Any
 
 import yaml
@@ -25,6 +27,7 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="oprl", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list scenarios and their parameters")
 
@@ -93,8 +96,28 @@ def _list() -> None:
         print(f"{'':32s} params: {params}")
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Combinations that would silently do something else, and unwritable outputs."""
+    from oprl.runs import check_writable
+
+    if getattr(args, "run", None) and (args.set or args.hyper or args.algos or args.policy
+                                       or args.train_steps is not None):
+        raise ValueError("--run: the run folder fixes the scenario's parameters and policy; "
+                         "drop --set/--hyper/--algo/--policy/--train-steps (or drop --run)")
+    if getattr(args, "address", None) and args.backend != "ray":
+        raise ValueError("--address: a Ray cluster address needs --backend ray")
+    for option in ("csv", "plot"):
+        if getattr(args, option, None):
+            check_writable(args.__dict__[option], f"--{option}")
+    for option in ("episodes", "horizon", "steps", "train_steps"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{option.replace('_', '-')}: must be >= 1, got {value}")
+
+
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _check_options(args)
     if args.command == "list":
         _list()
         return 0
@@ -161,11 +184,34 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+# expected failures: bad values and files, full disks, missing devices, memory, networks
+EXPECTED = (ValueError, OSError, RuntimeError, MemoryError, KeyError, TypeError)
+
+
+def describe(err: BaseException) -> str:
+    """One line naming the field, file or option at fault."""
+    if isinstance(err, OSError) and err.filename:
+        return f"{err.filename}: {err.strerror or err}"
+    if isinstance(err, MemoryError):
+        return "out of memory: reduce the batch, the number of episodes or the problem size"
+    if isinstance(err, KeyError):
+        return f"missing entry {err.args[0]!r} (a file of another version or kind?)"
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if isinstance(err, ValueError) else f"{type(err).__name__}: {text}"
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     try:
         code = run(argv)
-    except ValueError as err:
-        print(f"oprl: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("oprl: interrupted (a run or sweep resumes with the same command and --resume)",
+              file=sys.stderr)
+        code = 130
+    except EXPECTED as err:
+        if "--debug" in argv:
+            traceback.print_exc()
+        print(f"oprl: error: {describe(err)}", file=sys.stderr)
         code = 2
     sys.exit(code)
 

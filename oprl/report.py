@@ -13,14 +13,22 @@ from pathlib import Path
 import pandas as pd
 
 from oprl.runs import atomic_write
-from oprl.sweep import RESULTS
+from oprl.sweep import RESULTS, first_record_per_cell
 
 
 def load_results(out: str | Path) -> pd.DataFrame:
     path = Path(out) / RESULTS
     if not path.exists():
         raise ValueError(f"report: {out} holds no {RESULTS}; run `oprl sweep SPEC --out {out}`")
-    return pd.read_parquet(path)
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # truncated or not parquet at all
+        raise ValueError(f"report: {path} is not a readable results file ({err})") from None
+    missing = sorted({"cell_id", "policy", "metric", "mean", "gap_pct"} - set(frame.columns))
+    if not len(frame) or missing:
+        raise ValueError(f"report: {path} holds no results rows"
+                         + (f" (missing columns: {', '.join(missing)})" if missing else ""))
+    return first_record_per_cell(frame)
 
 
 def swept_parameters(frame: pd.DataFrame) -> list[str]:
@@ -60,6 +68,10 @@ def report(out: str | Path, x: str | None = None, y: str | None = None,
            metric: str | None = None) -> str:
     """Print-ready text and the PNGs of a sweep folder."""
     frame = load_results(out)
+    metrics = list(dict.fromkeys(frame["metric"]))
+    if metric is not None and metric not in metrics:
+        raise ValueError(f"--metric: {metric!r} is not in this sweep; its metrics: "
+                         f"{', '.join(map(str, metrics))}")
     metric = metric or main_metric(frame)
     swept = swept_parameters(frame)
     for name, value in (("x", x), ("y", y)):

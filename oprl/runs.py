@@ -1,19 +1,79 @@
 """Run folders: ``config.json``, ``checkpoint.pt``, ``metrics.csv``; every write is atomic so a
-killed run never leaves a half-written file, and ``--resume`` continues from the checkpoint."""
+killed run never leaves a half-written file, and ``--resume`` continues from the checkpoint.
+A folder in use is locked, so a second process on it is refused instead of interleaving writes."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+from filelock import FileLock, Timeout
 
 CONFIG, CHECKPOINT, METRICS = "config.json", "checkpoint.pt", "metrics.csv"
+LOCK, OWNER = ".oprl.lock", ".oprl.owner"
+
+
+@contextmanager
+def folder_lock(folder: str | Path, option: str = "out") -> Iterator[None]:
+    """Hold ``folder`` for this process: a second oprl process on it gets a ValueError naming
+    the holder. The lock is the operating system's (released when a killed process dies). A
+    folder this call created and nothing else wrote into is removed again on the way out, so a
+    refused command leaves nothing behind."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{option}: {folder} is a file, not a folder")
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        owner = _read_owner(folder)
+        raise ValueError(f"{option}: {folder} is in use by another oprl process ({owner}); "
+                         "wait for it to finish or choose another folder") from None
+    try:
+        (folder / OWNER).write_text(
+            f"pid {os.getpid()} on {socket.gethostname()} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
+        yield
+    finally:
+        (folder / OWNER).unlink(missing_ok=True)
+        lock.release()
+        if created and {p.name for p in folder.iterdir()} <= {LOCK, OWNER}:
+            (folder / LOCK).unlink(missing_ok=True)
+            folder.rmdir()
+
+
+def _read_owner(folder: Path) -> str:
+    try:
+        return (folder / OWNER).read_text().strip() or "unknown process"
+    except OSError:
+        return "unknown process"
+
+
+def check_writable(path: str | Path, option: str) -> Path:
+    """Refuse an output file that cannot be written (a folder, a read-only or missing parent)
+    before any work starts, rather than after it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option}: {path} is a folder; name a file")
+    parent = path.parent
+    while not parent.exists():  # the nearest existing ancestor decides
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{option}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{option}: cannot write {path} (permission denied)")
+    return path
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
