@@ -150,12 +150,9 @@ class AdaptiveNewsvendor(nn.Module):
         self.slots = sim.slots
         self.lags = sim.node_layout["demand_lags"]
         self.register_buffer("z", torch.as_tensor(z, dtype=torch.float32))
-        self.register_buffer("edge_of_node", primary_inbound_edges(sim))
-        # edge e orders for node e (every location has one inbound edge, in node order)
-        self.orders_are_edges = self.n_edges == len(self.edge_of_node) and torch.equal(
-            self.edge_of_node, torch.arange(self.n_edges))
-        self.register_buffer("cover", sim.params.lead_time.float()[..., primary_inbound_edges(sim)] + 1)
         self.n_edges = sim.network.n_edges
+        self.register_buffer("edge_of_node", primary_inbound_edges(sim))
+        self.register_buffer("cover", sim.params.lead_time.float()[..., primary_inbound_edges(sim)] + 1)
 
     def forward(self, obs: Observation) -> Tensor:
         nodes = obs["nodes"][:, :-1]

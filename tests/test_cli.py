@@ -1,6 +1,7 @@
 """The `oprl` command and the Python API end to end, on tiny budgets."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -122,3 +123,15 @@ def test_hyper_settings_reach_the_trainer_and_unknown_ones_are_refused(capsys, t
     code, _, err = run_cli(capsys, "train", "inventory/one_store_backlog", "--algo", "ppo",
                            "--out", str(bad))
     assert code == 2 and "algo: unknown 'ppo'" in err and not bad.exists()
+
+
+def test_bench_on_a_demand_history_file_runs_end_to_end(capsys):
+    """`oprl bench inventory/real_data` once crashed after training (AdaptiveNewsvendor read
+    an attribute before setting it) and no test ran it."""
+    history = Path(__file__).parent / "data" / "tiny_demand.csv"
+    code, out, _ = run_cli(capsys, "bench", "inventory/real_data", "--set", f"path={history}",
+                           "--set", "lead_time=2", "--set", "demand_lags=4", "--set", "horizon=20",
+                           "--set", "warmup=4", "--train-steps", "2", "--episodes", "3")
+    assert code == 0
+    for row in ("hdpo-mlp", "newsvendor (adaptive)", "base-stock", "perfect_information_lp"):
+        assert row in out
