@@ -890,7 +890,8 @@ def many_warehouses(
 
 def load_demand_series(path: str | Path) -> Tensor:
     """Read per-product demand series from CSV or Parquet: either long format with columns
-    (product, period, demand) or wide format with one row per product and one column per period.
+    (product, period or date, demand; ``store`` or ``series`` may name the product) or wide format
+    with one row per product and one column per period.
     Returns ``[products, periods]``; NaN or negative demand is a ValueError naming the file."""
     import pandas as pd
 
@@ -903,11 +904,24 @@ def load_demand_series(path: str | Path) -> Tensor:
         frame = pd.read_csv(path)
     else:
         raise ValueError(f"path: {path.name!r} must be a .csv or .parquet file")
-    cols = {c.lower(): c for c in frame.columns}
-    if {"product", "period", "demand"} <= set(cols):
-        if frame.duplicated([cols["product"], cols["period"]]).any():
-            raise ValueError(f"{path.name}: more than one demand row for the same (product, period)")
-        frame = frame.pivot(index=cols["product"], columns=cols["period"], values=cols["demand"])
+    cols = {str(c).lower(): c for c in frame.columns}
+    series = next((cols[n] for n in ("product", "store", "series") if n in cols), None)
+    when = next((cols[n] for n in ("period", "date") if n in cols), None)
+    if series is not None and when is not None and "demand" in cols:
+        if frame.duplicated([series, when]).any():
+            raise ValueError(f"{path.name}: more than one demand row for the same ({series}, {when})")
+        if when == cols.get("date"):
+            dates = pd.to_datetime(frame[when], errors="coerce")
+            if dates.isna().any():
+                bad = frame[when][dates.isna()].iloc[0]
+                raise ValueError(f"{path.name}: {when} {bad!r} is not a date")
+            frame = frame.assign(**{when: dates})
+        frame = frame.pivot(index=series, columns=when, values=cols["demand"])
+        if when == cols.get("date") and frame.shape[1] > 2:
+            steps = frame.columns.to_series().diff().dropna()
+            if steps.nunique() != 1:
+                raise ValueError(f"{path.name}: the dates are not evenly spaced (gaps of "
+                                 f"{sorted(set(steps.dt.days))} days); fill missing periods with 0")
     else:
         frame = frame.set_index(frame.columns[0])
     try:
