@@ -65,10 +65,26 @@ class InventoryFeatures(nn.Module):
         self.node_dim = 2 * self.slots + 11 + self.lags
         self.position_column = 1 + 2 * self.slots  # scaled inventory position in `nodes`
         self.edge_dim = self.slots + 4
+        # hoisted out of the per-period path: the log size of each location, and one divisor
+        # per column for the contiguous runs (mean demand, lead time, kind, is_supplier) and
+        # (lead time, order cost, from_supplier); dividing by 1 is exact
+        self.register_buffer("node_size", torch.log(ns.unsqueeze(-1) / self.global_scale),
+                             persistent=False)
+        at, et = self.node_layout, self.edge_layout
+        self._node_static = slice(at["mean_demand"].start, at["is_supplier"].stop)
+        self._costs = slice(at["holding"].start, at["penalty"].stop)
+        self.register_buffer("node_static_divisor", torch.cat([
+            self.global_scale.reshape(1), torch.tensor([LEAD_SCALE]),
+            torch.ones(self._node_static.stop - at["kind"].start)]), persistent=False)
+        self._edge_static = slice(et["lead_time"].start, et["from_supplier"].stop)
+        self.register_buffer("edge_static_divisor", torch.tensor([LEAD_SCALE, 1.0, 1.0]),
+                             persistent=False)
 
     def _pad(self, x: Tensor) -> Tensor:
         extra = self.slots - x.shape[-1]
-        if extra >= 0:
+        if extra == 0:
+            return x
+        if extra > 0:
             return torch.nn.functional.pad(x, (0, extra))
         return x[..., : self.slots]
 
@@ -79,25 +95,19 @@ class InventoryFeatures(nn.Module):
         inbound = x[..., at["pipeline"]] / scale
         position = onhand + inbound.sum(-1, keepdim=True)
         cumulative = onhand + inbound.cumsum(-1)  # stock reachable within j+1 periods
-        costs = torch.log1p(torch.cat([x[..., at["holding"]], x[..., at["penalty"]]], dim=-1))
-        mean = x[..., at["mean_demand"]] / self.global_scale
-        lead = x[..., at["lead_time"]] / LEAD_SCALE
-        flags = torch.cat([x[..., at["kind"]], x[..., at["is_supplier"]]], dim=-1)
-        size = torch.log(scale / self.global_scale).expand_as(onhand)
-        lags = x[..., at["demand_lags"]] / scale
-        return torch.cat(
-            [onhand, self._pad(inbound), self._pad(cumulative), position, costs, mean, lead,
-             flags, size, lags], dim=-1,
-        )
+        costs = torch.log1p(x[..., self._costs])  # holding, penalty
+        static = x[..., self._node_static] / self.node_static_divisor  # mean, lead, kind, supplier
+        parts = [onhand, self._pad(inbound), self._pad(cumulative), position, costs, static,
+                 self.node_size.expand_as(onhand)]
+        if self.lags:
+            parts.append(x[..., at["demand_lags"]] / scale)
+        return torch.cat(parts, dim=-1)
 
     def edges(self, obs: Observation) -> Tensor:
         e, at = obs["edges"], self.edge_layout
-        scale = self.edge_scale.unsqueeze(-1)
-        pipe = e[..., at["pipeline"]] / scale
-        return torch.cat(
-            [self._pad(pipe), pipe.sum(-1, keepdim=True), e[..., at["lead_time"]] / LEAD_SCALE,
-             e[..., at["order_cost"]], e[..., at["from_supplier"]]], dim=-1,
-        )
+        pipe = e[..., at["pipeline"]] / self.edge_scale.unsqueeze(-1)
+        static = e[..., self._edge_static] / self.edge_static_divisor  # lead, cost, from supplier
+        return torch.cat([self._pad(pipe), pipe.sum(-1, keepdim=True), static], dim=-1)
 
 
 def scaled_orders(raw: Tensor, scale: Tensor) -> Tensor:
@@ -153,7 +163,7 @@ class BaseStockHead(nn.Module):
     def forward(self, nodes: Tensor, raw: Tensor, scale: Tensor) -> Tensor:
         own = nodes[:, : self.member.shape[0], self.position_column] * self.node_scale
         echelon = own @ self.member.T  # [B, N] units
-        gap = self.level - echelon[:, self.dst] / scale + raw
+        gap = self.level - echelon.index_select(1, self.dst) / scale + raw
         return torch.nn.functional.softplus(gap, beta=self.sharpness) * scale
 
 

@@ -638,8 +638,11 @@ class InventorySimulator:
     def _period(self, state: State, order: Tensor, demand: Tensor) -> tuple[Tensor, ...]:
         """One period's dynamics after the order is placed, as a pure tensor function."""
         idx = self._indices(order.device)
-        ship, shipped = self._feasible(order, state["onhand"], idx)
-        onhand = state["onhand"].index_add(1, idx.source_nodes, -shipped)
+        if idx.source_nodes.numel():
+            ship, shipped = self._feasible(order, state["onhand"], idx)
+            onhand = state["onhand"].index_add(1, idx.source_nodes, -shipped)
+        else:  # every edge leaves the supplier: orders ship in full, no location sends stock
+            ship, onhand = order, state["onhand"]
         onehot, pipe = state["lead_onehot"], state["pipeline"]  # [slots + 1, B, E], [slots, B, E]
         if self._has_zero_lead:
             onhand = onhand + idx.edges_to_nodes(ship * onehot[0])
