@@ -1,4 +1,4 @@
-"""The ride-hailing dispatch scenario (DESIGN.md, "Ride-hailing dispatch")."""
+"""The ride-hailing dispatch scenario (docs/dispatch.md)."""
 
 from __future__ import annotations
 
