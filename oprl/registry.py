@@ -1,8 +1,7 @@
 """Scenario names -> simulator factory, policies, algorithms, heuristics, references.
 
-Each domain lists its scenarios in ``oprl/scenarios/<domain>.py`` as "module:function" paths
-imported on first use, so `oprl list` stays fast and one domain's optional dependency never
-breaks another. Contracts of the referenced callables:
+Scenarios live in ``oprl/scenarios/<domain>.py`` as "module:function" paths imported on first
+use (`oprl list` stays fast; one domain's optional dependency never breaks another). Contracts:
 
 - ``factory(**params) -> Simulator`` (`oprl.core.Simulator`) with ``name``, ``metric_name``,
   ``episode_metric(rewards, warmup) -> [B]``, ``params.eval_horizon`` / ``eval_warmup`` and

@@ -360,8 +360,7 @@ def model1(beta: float = 0.23, c: float = 0.1, r: float = 1.0, K: float = 1.0,
            **kw) -> FisherySimulator:
     """One species with a predation tipping point; exact optimum by stochastic DP (beta=0.23
     reproduces the published optimum 5.70). The optimal last-year escapement sits just above
-    the threshold, so a sharper surrogate than the default helps: on 2,000 held-out episodes
-    temperature 0.0025 gave a paired gap to the DP of -0.62% against -0.83% for 0.005."""
+    the threshold, so the surrogate is sharper than the default (compared in RESULTS.md)."""
     return FisherySimulator(FisheryParams(
         model="single", harvested=(0,), r=r, K=K, beta=beta, c=c, sigma=_sigma(sigma),
         initial=(initial,), temperature=temperature, name="fishery/model1", **kw))
