@@ -3,16 +3,11 @@
     python benchmarks/economy.py [--seeds 0 1 2] [--steps-learned 1500] [--steps-br 1000]
                                  [--jobs 3] [--tag _x] [--plot /tmp/economy_schedules.png]
 
-(``--steps-br 0`` skips the best-response planner; ``--tag`` suffixes the result files.)
-
-1. Anchors on the 4-agent economy (skills 1.128, 1.321, 1.65, 2.256; k = 0.012): free market,
-   2018 US federal, Saez (ours and the AI Economist's binned estimator) and the bilevel-MILP
-   optimum, on the integer-hours grid (the anchor's) and with continuous hours, with the
-   MILP's solve time -> benchmarks/results/economy_anchors.csv
-2. Two-level RL per seed, both variants: GNN agents learning pathwise beside the planner
-   (``two_level``) and the planner learning against the agents' exact best response
-   (``two_level_br``). Each planner's schedule is scored with the learned agents and with the
-   exact best response -> benchmarks/results/economy_two_level.csv
+1. Anchors on the 4-agent economy (free market, 2018 US federal, both Saez schedules, the
+   bilevel-MILP optimum), integer and continuous hours -> benchmarks/results/economy_anchors.csv.
+2. Two-level RL per seed, ``two_level`` (learned agents) and ``two_level_br`` (exact best
+   response; ``--steps-br 0`` skips it), each schedule scored with the learned agents and with
+   the exact best response -> benchmarks/results/economy_two_level.csv (``--tag``: suffix).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from oprl.evaluate import COLUMNS, format_table
 from oprl.plots.fishery import policy_map
 from oprl.runs import write_csv
 
-# published means over 100 episodes (DESIGN.md, "Fishery")
+# published means over 100 episodes (Montealegre-Mora et al. 2023; docs/fishery.md)
 ANCHORS = {
     1: {"stochastic DP": 5.70, "constant escapement": 5.32, "constant mortality": 1.93},
     3: {"constant mortality": 62.30, "constant escapement": 48.36, "PPO": 66.83, "PPO+GP": 68.75},

@@ -1,23 +1,14 @@
 """Constrained recommendation: TSCAC and RCPO vs heuristics vs the CMDP LP optimum.
 
     python benchmarks/recsys.py --scenario recsys/tabular [--steps N] [--episodes N]
-        [--algo tscac] [--hyper stage1_fraction=0.5] [--out DIR]
+        [--algo tscac] [--hyper stage1_fraction=0.5] [--out DIR] [--seeds 0 1 2 3 4]
 
-The same flow as ``oprl bench`` (train each of the scenario's algorithms, tune the heuristics
-on training traces, solve the references on the evaluation traces, score everything on those
-traces), plus, on `recsys/tabular`, every policy's EXACT expected totals (the state
-distribution pushed forward through the tables, no sampling noise), which is what the "within
-2% of the LP with every constraint met" target is judged on. Writes
-benchmarks/results/recsys_<name>.csv (evaluation rows), recsys_<name>_constraints.csv (per
-policy: watch time, gap to the LP, each signal against its threshold) and the trade-off
-figure recsys_<name>.png.
-
-    python benchmarks/recsys.py --scenario recsys/tabular --seeds 0 1 2 3 4 [--algo tscac]
-
-trains each algorithm once per seed and writes only the seed table
-benchmarks/results/recsys_tabular_seeds.csv: per (seed, algorithm) the EXACT watch time, its
-gap to the LP optimum, each signal against its threshold (met within 0.5%), the dev
-(Monte-Carlo) estimates the kept policy was selected on, and the training wall time.
+The same flow as ``oprl bench``, plus, on `recsys/tabular`, every policy's EXACT expected
+totals (no sampling noise), on which the "within 2% of the LP with every constraint met"
+target is judged. Writes benchmarks/results/recsys_<name>.csv (evaluation rows),
+recsys_<name>_constraints.csv (watch time, gap to the LP, each signal against its threshold)
+and the trade-off figure recsys_<name>.png. With ``--seeds`` it trains each algorithm once
+per seed and writes only recsys_tabular_seeds.csv (exact values, dev estimates, wall time).
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ class Trace:
 
 @runtime_checkable
 class Simulator(Protocol):
-    """What every domain provides; see DESIGN.md section 2."""
+    """What every domain provides; see docs/architecture.md."""
 
     name: str
 

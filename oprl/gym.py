@@ -5,7 +5,7 @@ batch of oprl episodes through the standard ``reset``/``step`` API; oprl's own t
 calling the simulator directly, so the hot loop never pays for this bookkeeping.
 
 One `VectorEnv` is one trace: ``num_envs`` episodes of ``horizon`` periods, all drawn up
-front (DESIGN.md section 2), so every sub-environment ends at the same step. Observations are
+front (docs/architecture.md), so every sub-environment ends at the same step. Observations are
 the simulator's own tensors, one numpy array per key (a ``Dict`` space); rewards are the
 simulator's per-period rewards (cost = -reward). Autoreset follows Gymnasium's default
 ``NEXT_STEP`` mode: the step after the last one ignores its actions and returns the first

@@ -1,24 +1,18 @@
 """Scenario names -> simulator factory, policies, algorithms, heuristics, references.
 
-Each domain lists its scenarios in ``oprl/scenarios/<domain>.py``. Code is referenced by
-"module:function" paths and imported on first use, so `oprl list` stays fast and one domain's
-optional dependency never breaks another.
+Scenarios live in ``oprl/scenarios/<domain>.py`` as "module:function" paths imported on first
+use (`oprl list` stays fast; one domain's optional dependency never breaks another). Contracts:
 
-Contracts of the referenced callables:
-
-- ``factory(**params) -> Simulator`` (see `oprl.core.Simulator`); the simulator also has
-  ``name``, ``metric_name``, ``episode_metric(rewards, warmup) -> [B]`` and evaluation defaults
-  ``params.eval_horizon`` / ``params.eval_warmup``; optionally ``episode_metrics(rollout,
-  warmup) -> {name: [B]}`` for secondary metrics reported beside the main one.
-- ``policies[name](sim, **policy_kwargs) -> nn.Module`` mapping an observation to an action.
-- ``algorithms[name](sim, policy, *, steps, seed, device, callback, start_state, **hyper)``
-  returns an object with ``policy`` (best weights loaded), ``history`` (rows with ``step``,
-  ``wall_s`` and ``dev_cost`` or ``dev_reward``), ``best_step``, ``steps_done``, ``wall_s``;
-  ``callback(step, policy, optimizer, history, state=...)`` after each dev evaluation, where
-  ``state`` passed back as ``start_state`` resumes the run exactly.
-- ``heuristics(sim, trace, warmup) -> {name: (policy, status)}`` fits classical policies on
-  training traces; ``references(sim, trace, warmup) -> list[SolverResult]`` computes optima or
-  bounds on the evaluation trace itself.
+- ``factory(**params) -> Simulator`` (`oprl.core.Simulator`) with ``name``, ``metric_name``,
+  ``episode_metric(rewards, warmup) -> [B]``, ``params.eval_horizon`` / ``eval_warmup`` and
+  optionally ``episode_metrics(rollout, warmup) -> {name: [B]}``;
+- ``policies[name](sim, **policy_kwargs) -> nn.Module`` (observation -> action);
+- ``algorithms[name](sim, policy, *, steps, seed, device, callback, start_state, **hyper)`` ->
+  ``policy`` (best weights), ``history`` (``step``, ``wall_s``, ``dev_cost``/``dev_reward``),
+  ``best_step``, ``steps_done``, ``wall_s``; ``callback(step, policy, optimizer, history,
+  state=...)`` after each dev evaluation, ``state`` resuming the run exactly as ``start_state``;
+- ``heuristics(sim, trace, warmup) -> {name: (policy, status)}`` (fitted on training traces);
+  ``references(sim, trace, warmup) -> list[SolverResult]`` (on the evaluation trace itself).
 """
 
 from __future__ import annotations

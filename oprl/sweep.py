@@ -1,34 +1,12 @@
 """Batch scenario analysis: one scenario over a grid and/or random sample of its parameters.
 
-A sweep spec (YAML or a dict) names a scenario, the parameter settings, the policies
-(tuned heuristics, trained checkpoints, or a policy trained per cell), the solver references,
-the evaluation traces and seeds. Each *cell* (a parameter setting with a seed) is scored exactly
-as `oprl bench` scores one scenario: every policy and reference on the same traces.
-
-Cells whose simulators differ only in per-sample parameters (lead times, costs) share one
-batched rollout per policy (``chunk`` cells at a time) instead of one rollout per cell; the
-numbers are identical, only faster. Results are appended to ``results.parquet`` with atomic
-writes after every chunk; a killed sweep resumes and skips the finished cells. The local
-backend runs in-process; ``backend='ray'`` sends one task per chunk to a Ray cluster and gives
-the same numbers.
-
-Spec keys::
-
-    scenario: inventory/transshipment
-    fixed: {n_stores: 3}                  # parameters set in every cell
-    grid: {store_lead_time: [1, 2], penalty: [4, 9]}     # cartesian product
-    sample: {n: 10, seed: 0, params: {holding: {uniform: [0.5, 2]}}}   # random settings
-    heuristics: all                       # all | none | [names]
-    solvers: all                          # all | none | [names]
-    checkpoints: [runs/x]                 # trained runs of this scenario (optional)
-    train: {algo: hdpo, policy: mlp, steps: 100}   # train a policy per cell (optional)
-    episodes: 64                          # evaluation episodes per cell
-    horizon: 1000                         # evaluation periods (default: the scenario's)
-    warmup: 300                           # periods not counted (default: same fraction)
-    tune_episodes: 32                     # training traces for heuristics
-    tune_horizon: 500
-    seeds: [0]                            # every setting is run once per seed
-    chunk: 16                             # cells per batched rollout
+A spec (YAML or a dict) names a scenario, its settings, the policies, the solver references,
+the evaluation traces and seeds; each *cell* (a setting with a seed) is scored exactly as
+`oprl bench` scores one scenario. Cells differing only in per-sample parameters (lead times,
+costs) share one batched rollout (``chunk`` at a time): same numbers, faster. Results are
+appended to ``results.parquet`` atomically after every chunk, so a killed sweep resumes;
+``backend='ray'`` sends one task per chunk to a Ray cluster and gives the same numbers. The
+spec keys are listed in README.md ("The command line"); examples in examples/sweeps/.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
-"""One message-passing encoder for every domain, plus small heads (edge, node, pair score).
-
-`GraphEncoder` works on any graph: node features ``[B, V, node_dim]``, edge features
-``[B, E, edge_dim]`` and one ``edge_index`` shared by the batch. The B samples become one
-disjoint union graph (the index offset once and cached), so there is no Python loop over
-samples. Messages flow both ways along each edge (a direction flag tells them apart) and are
-aggregated by mean and max, so the same weights serve 3 or 50 stores and the output is
-invariant to relabelling nodes.
-
-`InventoryGNN` is the inventory policy built on it: an edge head turns the two endpoint
-embeddings and the edge's features into a non-negative order per edge.
+"""The inventory GNN policy: the generic `oprl.nn.GraphEncoder` over the supply graph (samples
+batched as one disjoint union graph, messages both ways along each edge, mean and max
+aggregation, so the same weights serve 3 or 50 stores) and an edge head that turns the two
+endpoint embeddings and the edge's features into a non-negative order per edge.
 """
 
 from __future__ import annotations

@@ -134,18 +134,13 @@ def whole_units(orders: Tensor, enabled: bool, training: bool) -> Tensor:
 
 class BaseStockHead(nn.Module):
     """Orders ``softplus_k(level - position + raw) * scale`` per edge: a learnable order-up-to
-    level on the destination's echelon inventory position (its own plus everything it
-    supplies, in units of the echelon's mean demand) plus the network's correction ``raw``,
-    through a sharp softplus (a smooth ``max(., 0)``).
-
-    With ``raw = 0`` this is an echelon base-stock policy, optimal for backlogged single stores
-    and serial systems (for one store the echelon is the store); the plain softplus head must
-    instead learn the identity in the position to fourth-digit precision, which is where its
-    last tenths of a percent went. Levels start at the mean demand over the echelon's lead
-    times plus one period, and a store's edges add the newsvendor safety stock
-    (`_store_safety`): with long lead times and high penalties the safety stock is several mean
-    demands, more than Adam moves one parameter in a few hundred steps, and the network's
-    state-dependent output would otherwise have to carry it."""
+    level on the destination's echelon inventory position plus the network's correction ``raw``,
+    through a sharp softplus (a smooth ``max(., 0)``). With ``raw = 0`` it is an echelon
+    base-stock policy, optimal for backlogged single stores and serial systems, so the network
+    need not learn the identity in the position. Levels start at the mean demand over the
+    echelon's lead times plus one period, plus the newsvendor safety stock on a store's edges
+    (more than Adam moves one parameter in a few hundred steps); docs/inventory.md, "Learned
+    policies and training"."""
 
     def __init__(self, sim: InventorySimulator, features: InventoryFeatures, sharpness: float) -> None:
         super().__init__()

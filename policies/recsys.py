@@ -9,7 +9,7 @@ critic (Q values over the candidates).
 - `CandidateMLP`: one MLP scores each (user, candidate) pair; permutation-equivariant over
   the slate, so the same weights serve any slate size.
 - `CandidateGNN`: the user and its candidates as a star bipartite graph, encoded by
-  `policies.gnn.GraphEncoder`, an `EdgeHead` scoring each user-candidate edge.
+  `oprl.nn.GraphEncoder`, an `EdgeHead` scoring each user-candidate edge.
 - `WeightedRanking`: argmax of a fixed weighted sum of predicted watch time and signals;
   myopic ranking by predicted watch time is the weights (1, 0, 0, 0, 0).
 """

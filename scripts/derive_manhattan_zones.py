@@ -1,18 +1,14 @@
 """Derive Manhattan's taxi zones (id, name, centroid lon/lat, area) and their adjacency from the
 NYC TLC taxi-zone shapefile.
 
-Usage::
-
     python scripts/derive_manhattan_zones.py /path/to/nyc_taxi_zones [--out datasets]
 
-The shapefile (.shp polygons, .dbf attributes) is read with ``struct`` (no GIS package needed).
-Coordinates are NAD83 / New York Long Island State Plane in US survey feet (EPSG:2263, the .prj
-is checked); centroids are area-weighted polygon centroids computed in that plane and converted
-to longitude/latitude with the inverse Lambert conformal conic projection (Snyder 1987, eqs.
-15-1..15-11, 7-9) on the GRS80 ellipsoid. Two zones are adjacent when their boundaries come
-within ``--touch-ft`` feet of each other (shared borders; vertex-to-vertex). Zones left in
-another component (islands) are linked to the nearest zone by centroid distance, and such links
-are marked ``kind=nearest`` so the graph is connected.
+The shapefile is read with ``struct`` (no GIS package). Centroids are area-weighted in the
+file's NAD83 / New York Long Island State Plane (EPSG:2263, the .prj is checked) and converted
+to longitude/latitude by the inverse Lambert conformal conic projection on GRS80 (Snyder 1987,
+eqs. 15-1..15-11, 7-9). Zones are adjacent when their boundaries come within ``--touch-ft``
+feet; islands are linked to the nearest zone by centroid (``kind=nearest``), so the graph is
+connected.
 """
 
 from __future__ import annotations

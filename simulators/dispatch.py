@@ -1,34 +1,14 @@
 """Batched ride-hailing dispatch over Manhattan's taxi zones (Zhao & Li 2025, OSPO/GRPO setting).
 
-One step is one minute. At the start of minute ``t`` the orders requested in ``t`` join the open
-orders; the policy scores, for every open order, its ``candidates`` nearest idle vehicles (a
-vehicle is idle once it has dropped off its last passenger); an exact assignment
-(`simulators.matching`: batched shortest augmenting paths, or scipy per episode on a CPU; "no
-match" worth 0) picks the vehicle-order pairs of highest
-total score. A matched vehicle drives to the origin (pickup minutes), then to the destination, and
-is idle again at ``t + pickup + trip`` in the destination zone. An order left unmatched for
-``expiry`` steps (or still open at the end of the episode) expires.
-
-Reward of a step (DESIGN.md): for each served order ``base + km_per_unit * trip km -
-pickup_cost * pickup hours - late_cost * hours beyond late_threshold_min`` (request to drop-off),
-minus ``timeout_cost`` per order that expires in the step. Idle vehicles wait where they are
-(no repositioning).
-
-Capacity is one rider per vehicle by default. With ``capacity`` 2-3 rides are pooled
-(`simulators.pooling`): vehicles with a free seat, busy or not, are candidates; an order is
-inserted into the vehicle's route after its next stop at the cheapest position, the new rider's
-trip runs until its drop-off in that route, and the match also pays ``detour_cost`` per hour of
-delay (and ``late_cost`` per hour of extra lateness) it adds to the riders already assigned.
-
-Geography: the 69 zones' centroids (`datasets/manhattan_zones.csv`, derived from the TLC
-shapefile). Road distance = great-circle centroid distance x ``street_factor`` (within a zone:
-half the square root of its area x the factor); travel minutes = ceil(distance / speed of the
-hour x 60), at least one minute. Speeds by hour of day are stated assumptions
-(`DEFAULT_SPEEDS_KMH`), not measurements.
-
-Randomness lives in the trace: order counts per minute, origins, destinations (a time-varying
-origin-destination model or a TLC trip file replayed) and the fleet's starting zones and busy
-times. Matching is not differentiable: train with score-function methods (OSPO/GRPO).
+One step is one minute: new orders join the open ones, the policy scores each open order's
+``candidates`` nearest idle vehicles, and an exact assignment (`simulators.matching`, "no
+match" worth 0) picks the pairs of highest total score; a matched vehicle drives to the
+origin, then the destination; unmatched orders expire after ``expiry`` steps. The reward pays
+served orders (base + km, less pickup and lateness costs) and charges expired ones; with
+``capacity`` 2-3 rides are pooled by cheapest insertion (`simulators.pooling`). Travel times
+come from the 69 zones' centroids and assumed hourly speeds; all randomness is in the trace.
+Matching is not differentiable: train with score-function methods (OSPO/GRPO). The full
+model, reward and geography: docs/dispatch.md.
 """
 
 from __future__ import annotations

@@ -1,23 +1,12 @@
 """Batched, differentiable tax economies (the AI Economist: Zheng et al. 2020/2022).
 
-One tax period: the planner sets a marginal rate per income bracket -> every agent chooses
-hours in [0, max_hours] -> income = hours x skill -> tax by the bracket schedule -> the whole
-revenue comes back as an equal lump sum -> coin = income - tax + lump sum. Agents value coin
-(linearly, or isoelastically with ``eta``) minus ``k * hours^2``. The planner's reward is its
-social objective over the agents' coin, by default equality x productivity with productivity the
-total coin and equality = 1 - Gini with the N/(N-1) small-population correction.
-
-`economy/one_step` is a single period. `economy/dynamic` chains ``periods`` tax periods: an
-agent's cash (savings plus this period's coin) is split into consumption (a fraction chosen
-by the agent; everything in the last period) and savings that earn ``interest``.
-
-The action of a step is one flat tensor ``[B, K + A*N]``: the K bracket rates, then each
-agent's hours (and, in the dynamic economy, after all hours, each agent's consumption
-fraction); use `split_action` / `join_action`. Rates are clipped to [0, 1] (``rate_step``
-is the planner's grid, applied by the planner policy and the MILP) and hours to
-[0, max_hours]; on an hours grid (``hours_step`` > 0) hours are rounded with a
-straight-through gradient, so the economy stays differentiable in hours and rates while its
-values are those of the grid. Every operation is over ``[batch, agents, brackets]`` at once.
+One tax period: the planner sets a marginal rate per bracket, agents choose hours, income =
+hours x skill is taxed and the revenue returned as an equal lump sum; agents value coin minus
+``k * hours^2`` and the planner's reward is a social objective (default equality x
+productivity). `economy/dynamic` chains ``periods`` periods with savings and consumption.
+The action is one flat tensor ``[B, K + A*N]`` (`split_action` / `join_action`). Hours on a
+grid are rounded with a straight-through gradient, so the economy stays differentiable while
+its values are the grid's. Model and order of events: docs/economy.md.
 """
 
 from __future__ import annotations

@@ -2,56 +2,15 @@
 
 Each year: observe the stocks -> harvest a fraction (the action, a mortality in [0, 1]) of each
 harvested species -> the stocks grow with multiplicative noise from the trace -> if any stock
-has fallen to the extinction threshold or below, the episode ends with a penalty of
-``-penalty / (t + 1)`` (t = 0, 1, ... counts the years already played). Reward = harvested
-biomass (plus that penalty).
+is at or below the extinction threshold, the episode ends with a penalty ``-penalty / (t + 1)``.
+Reward = harvested biomass (plus that penalty). Model 1 is one species with a predation
+tipping point; models 2-4 are prey, competitor and predator (equations in docs/fishery.md).
 
-Model 1 (one species with a predation tipping point):
-    X' = X + r X (1 - X/K) - beta H X^2 / (c^2 + X^2) + sigma X eps
-Models 2-4 (prey X, competitor Y, predator Z):
-    X' = X + r_X(t) X (1 - X/K) - beta Z X^2/(c^2+X^2) - c_XY X Y + sigma X eps_X
-    Y' = Y + r_Y Y (1 - Y/K_Y) - D beta Z Y^2/(c^2+Y^2) - c_XY X Y + sigma Y eps_Y
-    Z' = Z + alpha (Z (b (X + D Y) - d_Z) + sigma Z eps_Z)
-Model 2 harvests X, model 3 X and Y, model 4 is model 3 with r_X(t) = max(1 - t/200, 1/2).
-
-Extinction is a jump, so it has no pathwise gradient. With autograd recording (HDPO training)
-the simulator replaces the survival indicator by a smooth surrogate,
-``prod_i sigmoid((x_i - threshold) / temperature)``, so the policy feels the value of the future
-it would lose; without autograd (evaluation) it applies the exact rule. ``relaxation`` forces
-either ("exact" / "smooth"). The surrogate's bias (a stock kept just above the threshold still
-"leaks" survival every year) shrinks with the temperature: 0.005 measured better than 0.01 on
-model 3 (best dev reward 70.7 vs 68.2 with the same seed and budget), so it is the default.
-
-``menu=k > 0`` turns the action into a choice among k mortality levels per harvested species
-(0, 1/(k-1), ..., 1; all combinations): the action is then a probability vector over the
-combinations and the executed one is drawn with the trace's uniforms (``info['action_index']``).
-With ``constraint_thresholds = (survival_target,)`` and one survival signal this is the
-constrained MDP that `oprl.algorithms.constrained_ac` solves. ``survival_signal`` picks it:
-
-- ``'episode'`` (``constraint_signals = ('episode_survival',)``): +1 in year 0 and -1 in the
-  year a stock falls to the threshold, so an episode's total is exactly 1 if it reaches full
-  length, else 0: the constraint "share of episodes reaching full length >= target" itself,
-  yet dense (a death is charged the year it happens, not 200 years later). The step also
-  reports its conditional expectations given the state and the executed choice (the growth
-  noise is Gaussian, so the death probability is exact: `survival_probability`):
-  ``expected_episode_survival`` and ``expected_reward`` (harvest plus the penalty times the
-  death probability), which the constrained AC uses instead of the realised values: the
-  same expected totals, without the sampling noise of rare deaths.
-- ``'years'`` (``('years_alive',)``, the default): 1/T for every year that ends with every
-  stock above the threshold, the share of years survived (an early death costs more than a
-  late one: a different constraint, but one the constrained AC can learn from). Realised
-  values only: with their expectations (``expected_years_alive``, ``expected_reward``) the
-  same TSCAC run (seed 0, 300 iterations) ended at 2.27 instead of 4.55 on the 100
-  evaluation episodes; one seed of an unstable trainer, so not kept.
-
-Why 'episode' is not the default: from a uniform start over the menu every training episode
-dies within ~3 years, so no state of a later year is ever visited and every action's value
-(the probability of reaching year 200) is ~0: the critic has nothing to rank. Measured with
-``oprl train fishery/model1 --algo tscac --policy choice --set menu=11 --set
-survival_signal=episode``: dev survival 0.00 after 300 iterations (also with ``--hyper
-dual_source=dev --hyper margin=0``). Potential-based shaping
-cannot help (it leaves differences between actions' values unchanged); the share of years
-survived pays for every extra year and so does.
+Extinction has no pathwise gradient, so with autograd recording (HDPO) survival is a smooth
+surrogate ``prod_i sigmoid((x_i - threshold) / temperature)``; evaluation applies the exact
+rule (``relaxation`` forces either). ``menu=k > 0`` makes the action a choice among k
+mortality levels for the constrained actor-critic, with ``survival_signal`` 'years' (default)
+or 'episode'; why, and the surrogate's bias: docs/fishery.md, "What is relaxed".
 """
 
 from __future__ import annotations
@@ -401,8 +360,7 @@ def model1(beta: float = 0.23, c: float = 0.1, r: float = 1.0, K: float = 1.0,
            **kw) -> FisherySimulator:
     """One species with a predation tipping point; exact optimum by stochastic DP (beta=0.23
     reproduces the published optimum 5.70). The optimal last-year escapement sits just above
-    the threshold, so a sharper surrogate than the default helps: on 2,000 held-out episodes
-    temperature 0.0025 gave a paired gap to the DP of -0.62% against -0.83% for 0.005."""
+    the threshold, so the surrogate is sharper than the default (compared in RESULTS.md)."""
     return FisherySimulator(FisheryParams(
         model="single", harvested=(0,), r=r, K=K, beta=beta, c=c, sigma=_sigma(sigma),
         initial=(initial,), temperature=temperature, name="fishery/model1", **kw))

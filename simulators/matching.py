@@ -1,27 +1,17 @@
 """Batched exact assignment in torch on candidate lists, and per-sample references.
 
-Problem, for every sample of a batch at once: ``M`` persons (orders) each list up to ``K``
-candidate objects (vehicles, ids in ``[0, N)``, ``-1`` = padding) with benefits; choose a
-matching (each person and each object at most once) of maximum total benefit. Leaving a person
-unmatched ("no order"/"no vehicle") is worth 0, so only positive benefits are ever matched.
-Benefits are rounded to integers in units of ``resolution``; every method is exact for them.
+For every sample of a batch at once: ``M`` persons (orders) each list up to ``K`` candidate
+objects (vehicles, ids in ``[0, N)``, ``-1`` = padding) with benefits; find a matching of
+maximum total benefit, "unmatched" worth 0. Benefits are rounded to integers in units of
+``resolution``; every method is exact for them.
 
-- ``sap_match``: batched Jonker-Volgenant: a greedy start and augmenting row reduction over
-  the whole batch, then shortest augmenting paths, each sample at its own pace; on a CPU the
-  few samples still unfinished after a while are finished one by one by scipy (see its
-  docstring for the exactness argument and the finish rule). With ``augment='rounds'`` the
-  paths are found in parallel rounds of one search per free row (Balas, Miller, Pekny & Toth
-  1991), in far fewer sequential steps when many rows want the same columns.
-- ``auction_match``: a Jacobi forward auction (Bertsekas 1988) with epsilon scaling and reverse
-  steps. Exact because benefits are scaled by ``M + 1`` and the last phase runs at
-  ``epsilon = 1``; every phase ends with reverse-auction steps (Bertsekas, Castanon & Tsaknakis
-  1993) that bring unassigned objects to price 0, the asymmetric problem's optimality
-  condition. Kept for comparison: price wars make it slow when preferences are alike.
-- ``scipy_match`` / ``ortools_match``: per-sample references (scipy's Jonker-Volgenant, OR-Tools'
-  linear sum assignment on a sparse balanced reduction).
+- ``sap_match``: batched Jonker-Volgenant shortest augmenting paths (default ``'paths'``, or
+  parallel ``'rounds'``), finished per sample by scipy on a CPU;
+- ``auction_match``: Jacobi forward auction with epsilon scaling and reverse steps (kept for
+  comparison: slow when preferences are alike);
+- ``scipy_match`` / ``ortools_match``: per-sample references.
 
-The batched methods use tensor ops over the batch; the only Python loops are over rounds /
-augmentations, never over samples (except `sap_match`'s optional per-sample finish).
+Python loops run over rounds, never over samples. Proofs: docs/dispatch.md, "The exact matcher".
 """
 
 from __future__ import annotations
@@ -339,74 +329,14 @@ def sap_match(
     (Hungarian / Jonker-Volgenant) in torch; ``rounds`` counts the search steps and
     ``finished_per_sample`` the samples handed to the per-sample finish.
 
-    Exactness: benefits are rounded to integers (units of ``resolution``) and all arithmetic is
-    integer (int32 when a bound on distances and duals fits, else int64), so nothing is lost to
-    rounding. The problem is posed as a dense rectangular assignment whose rows are the smaller
-    side (persons, or the listed objects) and whose unlisted or non-positive pairs cost as much
-    as "no match" (benefit 0); every row must take a column, which loses nothing since rows <=
-    columns and a 0 pair stands for "unmatched". Rows with no positive pair are left out (each
-    could take a left-over column at 0). Minimising ``cost = top - benefit`` (the same as
-    maximising benefit, since every row takes one column) from row-reduced
-    duals ``u`` and ``v = 0``, the method keeps three invariants: reduced costs
-    ``cost - u - v >= 0``, assigned pairs have reduced cost 0, and free columns have ``v = 0``
-    (all other ``v <= 0``); with every row assigned these are the optimality conditions of the
-    rectangular problem (complementary slackness of its LP, as in Crouse 2016, scipy's
-    ``linear_sum_assignment``). Three stages keep them:
-
-    1. a greedy start assigns rows to free columns of reduced cost 0 (nothing else changes);
-    2. ``reduction_rounds`` of Jonker-Volgenant's augmenting row reduction, Jacobi style: every
-       free row finds its two smallest ``h1 <= h2`` of ``cost - v`` (column ``j1``; among equal
-       values a free column first); per column the row with the largest ``h2 - h1`` wins, sets
-       ``u = h2`` and lowers ``v[j1]`` by ``h2 - h1`` (so its pair is tight, its other reduced
-       costs stay >= 0, and the other rows' reduced costs only grow), displacing ``j1``'s
-       previous row, which becomes free. Only assigned columns' ``v`` fall and no column is
-       ever freed, so free columns keep ``v = 0``. A tie (``h1 = h2``) onto an assigned column
-       would only swap rows, so it is not bid (this is what stops the classic cycling);
-    3. shortest augmenting paths: from a virtual source joined at 0 to every free row, a
-       label-correcting search on reduced costs (multi-source Bellman-Ford: each step relaxes
-       every column from the rows whose label fell in the last step) until no label below the
-       nearest free column's ``d`` falls, when every label below ``d`` is exact (see
-       `_Search`); the usual update (``u += d - dist`` on rows, ``v -= d - dist`` on columns,
-       both where ``dist < d``) keeps the reduced costs >= 0 and makes every shortest path
-       tight; augmenting along one such path per search tree (paths in different trees share
-       no vertex) keeps assigned pairs tight and assigns only free columns with ``v = 0``.
-       Each iteration assigns at least one more row of its sample, so it terminates with
-       every row assigned: optimal. One step relaxes from the changed rows of every sample
-       still searching (as a flat list of (sample, row) pairs), so a search takes as many
-       steps as its shortest paths have arcs; a sample whose search ended augments and starts
-       its next search without waiting for the whole batch (it waits only until the samples
-       so placed are ``WAIT_SHARE`` of those searching, so that the update is shared), since
-       samples differ widely in how many augmentations they need, one after another, when
-       many rows want the same columns.
-
-    ``finish='scipy'`` hands the samples still unfinished, once they are at most
-    ``finish_share`` of the batch or after ``finish_steps`` search steps, to scipy's compiled
-    Jonker-Volgenant on the same integer cost rows (exact: the costs are integers and every
-    sum of them stays below 2**52, else the finish is skipped; the sample's partial state is
-    dropped, since any optimum of its cost rows will do): each torch op costs microseconds of
-    overhead on a CPU, so a long tail of sequential augmentations is cheaper there per sample.
-    ``'batched'`` stays in torch to the end; ``'auto'`` is 'scipy' for CPU tensors and
-    'batched' otherwise. ``greedy_passes`` bounds the greedy start.
-
-    ``augment='rounds'`` replaces stage 3 by parallel shortest augmenting paths (Balas, Miller,
-    Pekny & Toth 1991): in a round every free row of a sample runs its own search (Bellman-Ford
-    on reduced costs, see `_Rounds`) on the same matching and duals, to its nearest free column
-    at distance ``delta_k``, giving ``D_k`` (distances capped at ``delta_k``). Every vertex
-    then moves by the largest update among the converged searches, ``max_k (delta_k -
-    D_k)^+`` (``u`` up, ``v`` down), and the sample augments along any vertex-disjoint set of
-    their shortest paths. Exact: the maximum of dual-feasible updates keeps reduced costs >= 0
-    (for each k, ``delta_k - D_k(i) <= r_ij + delta_k - D_k(j)``); a matched pair moves
-    alike at both ends (a row's distance is its column's), so it stays tight; on a path of
-    search k every other search n moves each vertex x by at most search k does, since x
-    reaches k's free column at ``delta_k - D_k(x)`` and ``delta_n`` is n's distance to its
-    nearest free column, ``delta_n <= D_n(x) + delta_k - D_k(x)``, so the path is tight after
-    the update; free columns other than the sinks keep ``v = 0`` (``D_k >= delta_k`` there).
-    Rows whose shortest paths differ in length augment in one round, so a sample needs far
-    fewer sequential steps when many rows want the same columns (the dual update of one
-    multi-source search serves a single distance), at the price of more relaxations (one
-    search per free row): fewer steps, more work per step. On a CPU, where a step costs tens
-    of microseconds of overhead and the work counts too, it saves some time on dispatch's
-    tied instances but loses on easy ones; 'paths' stays the default."""
+    Integer arithmetic throughout; a greedy start, ``reduction_rounds`` of augmenting row
+    reduction, then shortest augmenting paths keep dual feasibility, so the result is optimal
+    (proof: docs/dispatch.md, "Why `sap_match` is exact"). ``finish='scipy'`` hands the samples
+    still unfinished (at most ``finish_share`` of the batch, or after ``finish_steps`` steps) to
+    scipy's compiled solver on the same integer costs, cheaper per sample than torch ops on a
+    CPU; ``'batched'`` stays in torch; ``'auto'`` is 'scipy' for CPU tensors. ``augment='rounds'``
+    runs one search per free row in parallel rounds (Balas et al. 1991; docs/dispatch.md,
+    "Parallel rounds"): fewer sequential steps on tied instances, more work per step."""
     if finish not in ("auto", "batched", "scipy"):
         raise ValueError(f"finish: 'auto', 'batched' or 'scipy', got {finish!r}")
     if augment not in ("paths", "rounds"):
@@ -575,23 +505,13 @@ def _augment_all(cost: Tensor, u: Tensor, v: Tensor, col4row: Tensor, row4col: T
 
 
 class _Search:
-    """Shortest augmenting paths on reduced costs from a virtual source joined at 0 to every
-    free row of each sample, label-correcting (a multi-source Bellman-Ford with a threshold):
-    each `scan` relaxes all columns from every row whose label fell in the last scan (at first
-    the free rows), and a sample's search ends once no column below its nearest free column's
-    label ``d`` fell. Every label below ``d`` is then exact: on a shortest path to a vertex
-    below ``d``, the first vertex with a wrong label would have been relaxed from its
-    predecessor, whose label is exact and below ``d`` and was therefore scanned after it was
-    last set. One scan covers every distance at once, so a search takes as many scans as its
-    shortest paths have arcs, not as many as there are distinct distances below ``d`` (what a
-    Dijkstra that scans one distance level per step needs). `finish` ends the searches that
-    ended. Updates ``u, v, col4row, row4col`` in place; the last row of ``cost`` is padding
-    and never scanned.
-
-    A column's label and the row it was reached from are one int64 key ``dist * span + (row ^
-    mask[column])`` when that cannot overflow (else the key is the distance and the row is
-    kept beside it), so that one scatter finds both; ties go to the smallest ``row ^
-    mask[column]`` (see `_column_min`)."""
+    """Shortest augmenting paths on reduced costs from every free row of each sample at once: a
+    multi-source Bellman-Ford with a threshold. Each `scan` relaxes all columns from the rows whose
+    label fell in the last scan; a sample's search ends once no column below its nearest free
+    column's label fell, when every label below it is exact (docs/dispatch.md, "Why `sap_match` is
+    exact"). `finish` augments the searches that ended. Updates ``u, v, col4row, row4col`` in
+    place; the last row of ``cost`` is padding. A column's label and predecessor row are packed in
+    one int64 key when that cannot overflow, so one scatter finds both (`_column_min`)."""
 
     def __init__(self, cost: Tensor, u: Tensor, v: Tensor, col4row: Tensor, row4col: Tensor,
                  rows_live: Tensor, inf: int) -> None:
@@ -742,23 +662,13 @@ def _rounds_fit(cost: Tensor) -> bool:
 
 
 class _Rounds:
-    """One Bellman-Ford search per free row on reduced costs, all searches of all samples
-    relaxed together: each step relaxes the columns from the rows whose distance fell in the
-    last step, as long as that distance is below the search's nearest free column so far;
-    a search with no such row has converged. `finish` then applies the combined dual update
-    and augments along vertex-disjoint paths of the converged searches (see `sap_match`).
-    A row relaxes only its listed columns (cost below ``top``, kept as compressed sparse
-    rows); its unlisted columns all cost ``top``, so they count as one free column at
-    ``top - u`` when one of them is free (see `relax`), made concrete only at `finish`.
-
-    Distance and the row it came from are packed in one int64 key per (search, column):
-    ``distance * R + (row + rot) % R``; the rotation ``rot`` differs between searches so that
-    searches from alike rows tend to pick different paths among equally short ones. Bounds:
-    ``u >= 0`` (row minima, raised only) and ``u <= top`` (a free column keeps ``v = 0``), so
-    ``-top <= v <= 0``, reduced costs lie in ``[0, 2 top]``, a search's nearest free column is
-    within ``top`` and every distance it stores within ``3 top``: ``far = 4 top + 4`` stands
-    for "not reached". The nearest listed free column is kept as ``distance * C + (column +
-    rot) % C`` and the nearest unlisted one as ``distance * R + (row + rot) % R``."""
+    """One Bellman-Ford search per free row on reduced costs, all searches of all samples relaxed
+    together, until each search's nearest free column is settled; `finish` applies the combined
+    dual update and augments along vertex-disjoint paths (docs/dispatch.md, "Parallel rounds").
+    Rows relax only their listed columns (compressed sparse rows); the unlisted ones, all at cost
+    ``top``, count as one free column. Distance and predecessor share one int64 key, with a
+    per-search rotation so alike searches pick different equally short paths; ``far = 4 top + 4``
+    means "not reached" (bounds in the docs section)."""
 
     def __init__(self, cost: Tensor, rows_live: Tensor) -> None:
         b, nr1, nc = cost.shape

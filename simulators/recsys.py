@@ -1,37 +1,15 @@
-"""Short-video recommendation as a constrained MDP (DESIGN.md, "Recommendation").
+"""Short-video recommendation as a constrained MDP (docs/recsys.md).
 
-Each step the recommender shows one video to each user in the batch, chosen from a slate of
-candidates: the action is a vector of non-negative weights over the candidates, normalised
-into probabilities inside the simulator, and the shown item is drawn from them with the
-trace's uniform ``u_pick`` (inverse CDF), so a deterministic policy puts all weight on one
-candidate and a stochastic policy (e.g. the CMDP optimum) is executed as it is.
+Each step shows one video to each user, drawn from the action's weights over a slate of
+candidates with the trace's uniform ``u_pick`` (so stochastic policies run as they are); then
+watch time, the auxiliary signals (follow, like, comment, share) and the session's end are
+drawn from the trace's uniforms, and engagement moves. Reward: watch time in seconds; the
+signals are constrained per episode. Not differentiable in the action: trainers use
+score-function or Q-based updates (`oprl.algorithms.constrained_ac`).
 
-Order of events in a step, for a user still in the session:
-1. the item is picked; 2. watch time = expected watch time x ``2 u_watch`` (mean-preserving);
-3. each auxiliary signal k (follow, like, comment, share) fires when ``u_signal[k] < p_k``;
-4. the session ends when ``u_exit < p_exit``; 5. the engagement state moves.
-Rewards: watch time in seconds (main); the auxiliary signals are reported in ``info`` and as
-secondary metrics, each with the constraint threshold it must meet per episode.
-
-Not differentiable in the action (a discrete item is shown): trainers use score-function or
-Q-based updates (`oprl.algorithms.constrained_ac`).
-
-Calibration (``KUAIRAND``): Gao et al. 2022, "KuaiRand: An Unbiased Sequential
-Recommendation Dataset with Randomly Exposed Videos" (CIKM '22, https://kuairand.com):
-KuaiRand-Pure has 27,285 users and 7,583 videos, and records for every impression of the
-random-exposure log whether the user liked, followed, commented on and forwarded (shared) the
-video, and the play time. Published facts used here (from the dataset page and a public
-analysis of KuaiRand-Pure, github.com/Sham-Moon/KuaiRand-Analysis, docs/analysis_report.md):
-median video duration 1.35 min (81 s); median play time per impression about 17 s; the
-interaction signals are sparse, likes the most frequent, follows and forwards rarest.
-The exact per-impression rates of like/follow/comment/share were not found in the material
-searched, so these are ASSUMED at the orders of magnitude those facts imply: like 1.5%,
-follow 0.3%, comment 0.3%, share (forward) 0.2% per impression under random exposure.
-`RecsysSimulator` is calibrated so that a uniformly random policy at the start of a session
-reproduces these rates and the 17 s mean play time (tested in tests/test_recsys_simulator.py).
-
-`TabularRecsysSimulator` is the finite variant (user types x engagement levels x item kinds)
-whose CMDP the occupancy-measure LP in `solvers.recsys` solves exactly. Its rates are
+`RecsysSimulator` is calibrated to KuaiRand (Gao et al. 2022; the per-impression signal rates
+are assumed, see docs/recsys.md, "Calibration"). `TabularRecsysSimulator` is the finite
+variant whose CMDP the occupancy-measure LP in `solvers.recsys` solves exactly; its rates are
 stylised (about 5x KuaiRand's) so that short sessions carry measurable constraints.
 """
 
@@ -48,7 +26,7 @@ from oprl.core import Observation, Rollout, State, Trace, trace_size
 
 SIGNALS = ("follow", "like", "comment", "share")
 
-# per-impression rates under random exposure; see the module docstring for the source
+# per-impression rates under random exposure; sources: docs/recsys.md, "Calibration"
 KUAIRAND = {
     "mean_play_s": 17.0,  # KuaiRand-Pure: median play time per impression ~17 s (public analysis)
     "median_duration_s": 81.0,  # KuaiRand-Pure: median video duration 1.35 min

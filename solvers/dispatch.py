@@ -1,35 +1,12 @@
 """Dispatch references: a hindsight min-cost-flow bound per trace (OR-Tools) and a fluid LP
 over zones (Pyomo + HiGHS).
 
-Hindsight flow. With every request of the episode known in advance, vehicles flow through a
-time-expanded network: ``W(z, t)`` = "idle in zone z at minute t" (waiting arcs ``W(z, t) ->
-W(z, t+1)``); an order j (requested at ``t_j`` in origin ``o_j``) can be served from any zone
-``z`` by the arc ``W(z, last_j) -> j``, ``last_j`` = its last matchable minute; serving it puts
-the vehicle in ``W(d_j, D_j)`` with ``D_j = t_j + min pickup into o_j + trip minutes``. Every
-real dispatch (matched at or after ``t_j``, pickup at least the fastest zone-to-zone time of the
-episode) is a feasible flow in this network with at least the value it really earns, so the
-max-value flow bounds any policy on that trace, even one that knows the future:
-
-- served orders: value 1 per order;
-- reward: per order ``timeout_cost + base + km - pickup_cost * fastest pickup hours -
-  late_cost * late hours of (pickup + trip)`` (wait >= 0 dropped), minus ``timeout_cost`` x all
-  requests (every unserved order expires). Values are rounded up to 1e-3 so rounding only loosens.
-
-With pooling (capacity ``c > 1``) each vehicle enters as ``c`` seats: one free when the vehicle
-is, the others at minute 0. A vehicle's riders, each assigned from its match to its drop-off,
-overlap at most ``c`` at a time, so they split into ``c`` chains of riders whose intervals do not
-overlap (interval colouring): each chain is a feasible seat flow (a rider's drop-off is no
-earlier than ``D_j``). A pooled vehicle reaches an origin from wherever its route passes, not
-from its last drop-off, so each order is valued with its fastest pickup from any zone; detour
-costs only lower the real reward. The bound is therefore looser with pooling.
-
-Fluid LP. Expected requests per origin-destination pair over the episode, served at most once;
-empty pickup moves must bring a vehicle to each served origin; vehicles available in a zone are
-the fleet there plus drop-offs; total vehicle-minutes are capped by the fleet's time (the last job
-of each vehicle may run past the end). The LP's value is concave in the demand, so it bounds the
-expected hindsight reward (Jensen), hence the expected reward of any policy, but not a sample
-path, so its status begins with "fluid" and the
-evaluator does not pick it as the reference for per-trace gaps.
+The hindsight flow routes vehicles through a time-expanded network of (zone, minute) nodes
+with every request of the episode known; every real dispatch is a feasible flow earning at
+least its real value, so the max-value flow bounds any policy on that trace (with pooling,
+each vehicle enters as ``capacity`` seats; looser). The fluid LP bounds the expected reward
+of any policy (Jensen), not a sample path, so the evaluator does not use it for per-trace
+gaps. Both derivations: docs/dispatch.md, "References and bounds".
 """
 
 from __future__ import annotations

@@ -1,25 +1,11 @@
-"""References for the tax economy: the agents' exact best response to any schedule, two Saez
-formula schedules (ours: the finite-population formula at each cut-off; the AI Economist's
-binned estimator, which reproduces the published Saez number 265.8), fixed schedules (free
-market, 2018 US federal) and the exact optimal schedule on the rate grid as a bilevel MILP
-(Pyomo + HiGHS).
+"""References for the tax economy: the exact optimal schedule on the rate grid as a bilevel
+MILP (Pyomo + HiGHS), replayed with the agents' exact best response.
 
-Agents take the lump sum as given (as in the anchor), so with quadratic utility an agent's best
-response depends only on its skill and the schedule: maximise ``z - T(z) - k h^2`` with
-``z = s h``. That is concave-quadratic between bracket kinks, so the exact continuous optimum
-is the best of each piece's clipped stationary point; on an hours grid it is the best grid
-point (ties: fewest hours, as ``argmax`` picks the first).
-
-The MILP (quadratic utility, equality x productivity): binaries ``x[i, h]`` pick each agent's
-hours on the grid, integers ``n[j]`` give rates ``n[j] * rate_step``, and the exact products
-``p[i, j, h] = x[i, h] * rate[j]`` (McCormick is exact with a binary factor; ``sum_h p[i,j,h]
-= rate[j]`` tightens it). Incentive constraints make every chosen hours a best response.
-Because the lump sum returns all revenue, total coin = total income and
-``(1 - N/(N-1) Gini) * total = sum c - sum_{i<j} |c_i - c_j| / (N-1)``, which is linear with
-one variable per absolute difference. Ties between an agent's best responses go to the fewest
-hours, as in `best_response`: the chosen hours must beat every smaller hours by
-``tie_margin`` (without it the MILP would break ties in the planner's favour and report values
-the simulated economy does not reach).
+Binaries pick each agent's hours on the grid, integer rates come from ``rate_step``, the
+bilinear terms are linearised exactly (McCormick with a binary factor), incentive
+constraints make the chosen hours a best response (ties to the fewest hours, enforced by
+``tie_margin``), and equality x productivity is linear with one variable per pairwise
+difference. Derivation: docs/economy.md, "Optimal schedule: bilevel MILP".
 """
 
 from __future__ import annotations

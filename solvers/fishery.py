@@ -1,23 +1,13 @@
 """Optima and bounds for the fishery scenarios, on the simulator's own timing (harvest, then
 growth with noise, then the extinction check with its time-dependent penalty).
 
-The action is written as an escapement s (what is left after the harvest, 0 <= s <= x): the
-harvest x - s is paid at once and the future depends on s alone, so
-
-    V_t(x) = x + max_{s <= x} G_t(s),   G_t(s) = E[ V_{t+1}(X') or penalty(t) | s ] - s,
-
-and the inner maximum over a grid is a running (prefix) maximum: one pass per year, no search
-over actions. Expectations over the growth noise use Gauss-Hermite quadrature; values between
-grid points are linear interpolations.
-
-- `single_species_dp`: model 1, exact stochastic DP on a fine 1-D grid (default 1,601 points).
-- `grid_dp_3d`: models 2-4, the same recursion on a coarser 3-D grid (its resolution is in the
-  result's status), with one or two harvested species.
-- `perfect_information_dp`: per-trace optimum with the noise path known in advance (model 1):
-  an upper bound on any non-anticipative policy.
-- `references`: what `oprl bench` reports for a scenario (with the certified LP bound of
-  `solvers.fishery_bound` for every model).
-Everything runs batched in torch on the trace's device (GPU when present).
+The action is written as an escapement ``s`` (what is left after the harvest), so the
+Bellman maximum over a grid is a running (prefix) maximum: one pass per year, Gauss-Hermite
+quadrature over the noise (docs/fishery.md, "Escapement DP"). `single_species_dp` is model
+1's exact DP, `grid_dp_3d` the same recursion on a 3-D grid for models 2-4,
+`perfect_information_dp` the per-trace hindsight optimum (an upper bound), and `references`
+what `oprl bench` reports (with the certified LP bound of `solvers.fishery_bound`).
+Everything runs batched in torch on the trace's device.
 """
 
 from __future__ import annotations

@@ -1,48 +1,15 @@
 """Certified per-trace upper bound for the fishery models: a linear relaxation of the
 perfect-information problem (the noise path known in advance), one LP per episode.
 
-Why it bounds every policy on the same episode. With the noise known the problem is
-deterministic: choose escapements ``0 <= s_t <= x_t`` (harvest ``x_t - s_t``), then
-``x_{t+1} = clamp(F_t(s_t), 0, max_stock)``. The LP keeps the harvest objective and replaces
-each growth equation by linear inequalities that every true transition satisfies:
+Each growth equation is replaced by linear inequalities every true transition satisfies
+(tangent lines and lifted concave hulls above concave terms, McCormick envelopes on per-year
+state boxes for products), and the extinction rule is dropped; an episode that dies is
+matched by an LP point that harvests everything at death, so the LP optimum bounds every
+policy, even one knowing the future. Proof, how loose it is and why: docs/fishery.md,
+"Certified LP bound"; measurements in benchmarks/RESULTS.md.
 
-- the noise term ``sigma s eps_t`` is linear in ``s`` (its coefficient is known);
-- concave terms (logistic growth) are bounded above by tangent lines; model 1's whole
-  one-species growth is bounded by the concave hull of samples lifted by the interpolation
-  error ``max(-f'') h^2 / 8``, so the cut lines lie above the function everywhere on its box;
-- the predation response ``phi(s) = s^2 / (c^2 + s^2)`` gets a variable ``p`` between lines
-  below and above ``phi`` built the same way; products (``z p``, ``z s``, ``s_x s_y``) get
-  McCormick envelopes on per-year boxes that contain every reachable state (forward interval
-  propagation of the growth bound from the episode's noise);
-- harvested stocks keep only ``x_{t+1} <= upper estimate`` (leaving fish in the water beats
-  throwing it away, so free disposal is harmless); the unharvested predator (and model 2's
-  competitor) keeps ``x_{t+1} >= lower estimate``, valid wherever the box shows the stock
-  cannot reach ``max_stock``; the predator also keeps its upper estimate, linear and exact.
-
-The extinction rule and penalty are dropped: they only end an episode early and subtract.
-An episode that dies in year tau is matched by an LP point that follows it until tau and
-then harvests every harvested stock to zero (at least as much harvest; a zero stock stays a
-feasible zero); that is why a harvested stock needs no lower growth constraint and why
-model 2's unharvested competitor keeps only its lower one (its true stock may be clipped at 0,
-which an upper line need not cover). So the LP optimum is >= the best possible reward of any
-policy, even one that knew the future.
-
-How loose (measured on 100 episodes, see benchmarks/RESULTS.md): on model 1, +5.3% above
-the hindsight DP (the hull bridges the tipping point, so low escapements look as productive
-as the optimum); the MILP variant (``breakpoints=(0.29,)``: the hull taken below and above
-the trap, a binary a year) is +3.5%.
-On models 2-4 it is close to the no-predator value: the predator's box must allow starving it
-(fishing the prey down) and grows towards ``max_stock`` from above, and the sigmoid response's
-convex envelope halves predation at mid stocks, so the McCormick term is ~0 at the LP optimum.
-Two tightenings were tried and dropped because they did not move the bound: optimisation-
-based tightening of the boxes over 8- to 40-year windows (keeps the predator's upper box near
-1-2 instead of 10, bound -0.05%) and the predator's growth written in logs (ties its decline
-to the prey left, yet the value was identical). A tight bound needs partitioned (binary)
-envelopes of ``z phi(s)``: a MILP per episode.
-
-`relaxation_bound` solves one LP per episode with HiGHS (``highspy``, the sparse matrix
-passed directly: building the same rows in Pyomo costs ~10x the solve, DESIGN.md section 3)
-or with OR-Tools GLOP (``backend='glop'``, the cross-check).
+`relaxation_bound` solves the LPs with HiGHS (``highspy``, the sparse matrix passed directly:
+building the rows in Pyomo costs ~10x the solve) or OR-Tools GLOP (``backend='glop'``).
 """
 
 from __future__ import annotations

@@ -1,18 +1,14 @@
-"""Exact optima and certified bounds for the inventory scenarios, on the simulator's own timing.
+"""Exact optima and certified bounds for the inventory scenarios, on the simulator's own timing
+(an order placed in period t on an edge of lead time L is available before demand of t + L).
 
-Timing (``simulators.inventory.InventorySimulator.step``): an order placed at the start of
-period t on an edge with lead time L is available before demand of period t + L; cost is
-holding on what is left after demand plus the penalty on unmet (lost or backlogged) demand.
-
-- `base_stock_optimum`: single backlogged store, the p/(p+h) quantile of L+1 periods' demand.
-- `lost_sales_dp`: single lost-sales store with Poisson demand, relative value iteration in torch.
-- `echelon_base_stock_optimum`: serial backlogged system, Clark-Scarf recursion on a grid.
-- `pooled_newsvendor_bound`: transshipment centre, all stores pooled over the combined lead time.
-- `perfect_information_lp`: any network, the hindsight LP per trace (Pyomo + HiGHS; GLOP twin).
+- `base_stock_optimum`, `lost_sales_dp`, `echelon_base_stock_optimum`: exact optima of the
+  single backlogged store, the single lost-sales store and the serial system;
+- `pooled_newsvendor_bound`, `balanced_allocation_bound`, `decoupled_*_bound`: lower bounds;
+- `perfect_information_lp`: any network, the hindsight LP per trace (Pyomo + HiGHS; GLOP twin);
 - `references`: the right reference(s) for a scenario, used by ``oprl bench``.
 
-Demand distributions are discretised on a fine grid (clipped normals exactly: the atom at 0 is
-kept) and convolved with FFTs, so the optima are numerical, not Monte Carlo.
+Demand is discretised on a fine grid and convolved with FFTs, so the optima are numerical,
+not Monte Carlo. Derivations: docs/inventory.md, "References and bounds".
 """
 
 from __future__ import annotations
@@ -513,19 +509,13 @@ def _newsvendor_on_grid(pmf: np.ndarray, delta: float, h: float, b: float):
 def pooled_newsvendor_bound(
     sim: InventorySimulator, *, quadrature: int = 40, grid: int = 4000
 ) -> SolverResult:
-    """Lower bound on the expected cost per store-period of a transshipment system.
+    """Lower bound on the expected cost per store-period of a transshipment system: one pooled
+    newsvendor over the combined lead time ``K = L_w + L_s + 1``.
 
-    Why it is valid: the centre holds no stock and forwards everything it has each period, so
-    every unit in the system when the centre orders at t (in transit to it, at it, in transit to
-    or at the stores) plus that order is at the stores before demand of t + K - 1, where
-    K = L_w + L_s + 1 (one more period when L_w = 0: a lead-0 arrival is forwarded next period).
-    Hence the stores' net inventories then sum to y_t - D_total(t .. t+K-1), with y_t the
-    system-wide position after ordering. f(x) = h x^+ + p x^- is sublinear, so the stores' cost
-    sum_i f(x_i) >= f(sum_i x_i), and since y_t cannot see future demand,
-    E f(y_t - D_total) >= min_y E f(y - D_total): one pooled newsvendor over K periods.
-    With unequal costs the smallest h and p are used (still a bound). The pooled demand is
-    exact up to discretisation (`_pooled_demand`).
-    """
+    Valid because the centre holds no stock, so everything in the system reaches the stores
+    within K periods and the stores' sublinear cost is at least the cost of their pooled
+    position (proof: docs/inventory.md, "Pooled newsvendor bound"). With unequal costs the
+    smallest h and p are used (still a bound)."""
     start = time.perf_counter()
     p, net = sim.params, sim.network
     centre, lw, ls = _transshipment_layout(sim, "pooled_newsvendor_bound")
@@ -550,22 +540,15 @@ def pooled_newsvendor_bound(
 def balanced_allocation_bound(
     sim: InventorySimulator, *, quadrature: int = 40, grid: int = 4000, store_cells: int = 100
 ) -> SolverResult:
-    """Lower bound for a transshipment centre with identical stores: the balance relaxation.
+    """Lower bound for a transshipment centre with identical stores: the balance relaxation
+    (Eppen & Schrage 1981; Federgruen & Zipkin 1984).
 
-    Why it is valid (Eppen & Schrage 1981; Federgruen & Zipkin 1984): let the centre, when it
-    forwards an arrival, also move stock freely between the stores' inventory positions
-    (negative shipments allowed). Every real policy is feasible in this relaxed system, so its
-    optimum is a lower bound. In it, the stores' positions just after the centre forwards the
-    order placed at t (in period tau = t + L_w, or t + 1 when L_w = 0) sum to
-    z = y_t - D_total(t .. tau-1), y_t being the system-wide position after ordering at t;
-    store i's cost in period tau + L_s is then f(y_i - D_i(tau .. tau+L_s)) with
-    f(x) = h x^+ + p x^-, whose expectation G(y_i) is convex. For identical stores
-    min_{sum y_i = z} sum_i G(y_i) = n G(z / n) (Jensen), and y_t cannot see D_total(t .. tau-1),
-    so every period costs at least min_y E G((y - D_total) / n) per store. Unlike the pooled
-    newsvendor it charges the stores' own L_s + 1 periods of unpooled risk; unlike the
-    decoupled base-stock bound it charges the centre's lead time. G is integrated on a grid of
-    std/``store_cells`` and interpolated linearly (errors of order grid step squared).
-    """
+    Allowing the centre to rebalance the stores' positions freely makes every real policy
+    feasible, and for identical stores the balanced allocation is optimal (Jensen), so each
+    period costs at least ``min_y E G((y - D_total) / n)`` per store (proof: docs/inventory.md,
+    "Balance relaxation"). Tighter than the pooled newsvendor (it charges the stores' own risk)
+    and the decoupled base-stock bound (it charges the centre's lead time). ``G`` is integrated on
+    a grid of std/``store_cells``."""
     start = time.perf_counter()
     solver = "balanced_allocation_bound"
     p, net = sim.params, sim.network

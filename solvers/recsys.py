@@ -1,29 +1,13 @@
 """Exact yardstick for the tabular recommendation CMDP: a linear programme over occupancy
 measures (Altman 1999, "Constrained Markov Decision Processes", ch. 8).
 
-A session is a transient MDP: every impression ends it with probability ``exit[s, a] > 0``.
-With ``x[s, a]`` the expected number of impressions of item kind ``a`` shown in state ``s``,
-every stationary (possibly randomised) policy gives a point of
-
-    sum_a x[s', a] - sum_{s, a} x[s, a] (1 - exit[s, a]) trans[s, a, s'] = init[s']   (flow)
-    x >= 0,
-
-and every such point is the occupancy of the policy ``pi(a|s) = x[s, a] / sum_b x[s, b]``.
-Expected episode totals are linear in ``x``: watch time ``<x, watch>`` and signal k
-``<x, signals[k]>``. So
-
-    max <x, watch>  s.t. flow,  <x, signals[k]> >= threshold[k]  (k = follow, like, ...)
-
-is the CMDP's optimum over all policies (stationary randomised policies suffice), its duals
-are the shadow prices of the thresholds (watch seconds per extra unit of signal k), and the
-optimal policy is executable on the simulator's traces. Infeasible thresholds are reported
-with status 'infeasible' and a NaN objective, never a number.
-
-The simulator truncates sessions at ``horizon`` impressions; the LP counts the whole
-session. ``details['finite_horizon_value']`` is the LP policy's exact expected watch time
-within the horizon (forward recursion), so the truncation is visible and bounded.
-
-Solved in Pyomo with HiGHS (APPSI) and cross-checked with OR-Tools GLOP.
+Every stationary randomised policy is a point ``x[s, a]`` (expected impressions) of the flow
+polytope and back, and expected watch time and signals are linear in ``x``, so maximising
+watch time subject to each signal's threshold is the CMDP optimum; its duals price the
+thresholds and its policy ``x[s, a] / sum_b x[s, b]`` runs on the simulator's traces
+(derivation: docs/recsys.md, "Occupancy-measure LP"). Infeasible thresholds give status
+'infeasible' and a NaN objective, never a number. ``details['finite_horizon_value']`` is the
+LP policy's exact value within the simulator's ``horizon``. Pyomo + HiGHS, checked with GLOP.
 """
 
 from __future__ import annotations

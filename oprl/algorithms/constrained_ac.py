@@ -1,66 +1,15 @@
-"""Constrained actor-critic for CMDPs: two-stage TSCAC (Cai et al. 2023) and Lagrangian RCPO.
+"""Constrained actor-critic for CMDPs: two-stage TSCAC (Cai et al. 2023) and Lagrangian RCPO
+(Tessler et al. 2019).
 
-Problem: maximise the expected episode total of the main reward subject to
-``E[sum_t c_k] >= threshold_k`` for each auxiliary signal k.
-
-TSCAC (two-stage constrained actor-critic):
-- Stage one learns, for each auxiliary signal k, a policy ``pi_k`` and a per-action critic
-  ``Q_k`` maximising that signal alone (KL-regularised policy iteration: ``Q_k`` evaluates
-  ``pi_k`` by expected SARSA, then ``pi_k`` moves towards ``pi_k * exp(Q_k / tau)``); the
-  stage-one policy used in stage two is the Boltzmann policy ``softmax(Q_k / tau)``.
-- Stage two maximises the main return while staying within a KL radius of every ``pi_k``.
-  Its Lagrangian has the closed-form maximiser (the paper's Eq. for the dual solution)
-
-      pi*(a|s)  ∝  prod_k pi_k(a|s) ** (lam_k / L)  *  exp(Q_main(s, a) / L),   L = sum_k lam_k,
-
-  a geometric mixture of the stage-one policies tilted by the main critic; the actor is
-  fitted to it by minimising KL(pi* || pi). The radii are not hand-set: each ``lam_k`` (the
-  multiplier of radius k) grows multiplicatively while signal k misses its threshold on the
-  training episodes and shrinks while it is met, which finds the widest radii that keep the
-  constraints. Optionally (``reeval_fraction``) a final phase re-estimates each ``Q_k`` for
-  the current actor: since ``log softmax(Q_k / tau)`` differs from ``Q_k / tau`` by a
-  per-state constant, the mixture is then the Boltzmann policy of the Lagrangian
-  ``Q_main + sum_k (lam_k / tau) Q_k`` of the current actor (soft Lagrangian policy
-  iteration), which closes the gap left by anchors that value the stage-one policies.
-- RCPO (reward-constrained policy optimisation, Tessler et al. 2019): one critic of the
-  penalised return ``main + sum_k mu_k c_k``; the actor moves towards ``pi * exp(Q / tau)``
-  and the multipliers ``mu_k >= 0`` follow projected dual ascent on the violations.
-
-Critics are per-action Q networks evaluated by expected SARSA (TD(0) with the target
-policy's expectation over the next state's actions): the step's reward is exact (its
-conditional expectation where the simulator reports it) and the continuation is shared by all
-actions of a state, so actions are compared without Monte-Carlo noise. Training episodes
-explore (probability ``explore`` of a uniform choice); the critic still evaluates the actor.
-
-Signals are divided by their threshold (main: by its first-batch mean), so critics and
-temperatures are unit-free. Best-on-dev selection: the dev estimates are Monte-Carlo rollouts
-of the actor (no exploration) on dev episodes seeded apart from training and evaluation
-(`estimate_totals`, with standard errors); among dev evaluations whose every signal meets its
-threshold with confidence (estimate - ``dev_z`` s.e. >= threshold x (1 - ``tolerance``)), the
-highest main return (else the smallest total relative shortfall). The multipliers follow
-sampled estimates too (``dual_source``: the training batch, a fresh on-policy sample, or the
-dev estimate). Nothing in training or selection reads a model's exact values: a simulator's
-``exact_totals`` is only reported in the history (``exact_*`` columns) beside the estimates.
-
-What a simulator must provide (the fishery domain can reuse this with a survival signal):
-- the engine contract (`oprl.core.Simulator`) with ``params.horizon`` (training episodes);
-- ``constraint_signals``: names of the auxiliary signals, each reported by ``step`` in
-  ``info[name]`` as a per-step ``[B]`` tensor; ``constraint_thresholds``: the minimum
-  expected episode total of each (same order); the main reward is ``step``'s reward;
-- a discrete action set: the action is a ``[B, A]`` weight vector, the simulator draws the
-  executed choice from it and reports it as ``info['action_index']`` ``[B]``;
-- optionally ``info['alive']`` ``[B]`` (1 while the episode runs): finished episodes are
-  masked out and the rollout stops once all have finished; ``info['expected_reward']`` and
-  ``info['expected_<name>']`` (the step's conditional expectations, used instead of the
-  realised values); ``info['expected_continue']`` (the probability that the episode goes on
-  after the step, its next state drawn independently of the ending; the critics' targets
-  then weigh the next state's value by it instead of the realised 0/1 survival, so the
-  observation must not depend on whether the episode has ended);
-  ``exact_totals(policy, horizon) -> [1 + K]`` (exact expected episode totals: REPORTED in
-  the history only); ``independent_rows = True`` when every state and trace tensor is
-  ``[B, ...]`` and episodes do not interact (dev rollouts then drop finished episodes).
-What a policy must provide: ``scores(obs) -> [B, A]`` logits with ``forward = softmax``;
-critics are fresh copies of the same network (per-action values through ``scores``).
+Maximise the main reward's expected episode total subject to ``E[sum_t c_k] >= threshold_k``
+for each auxiliary signal k. TSCAC learns one policy and critic per signal (stage one), then
+fits the actor to the closed-form maximiser of stage two's Lagrangian, a geometric mixture of
+the stage-one policies tilted by the main critic, with multipliers that grow while a signal
+misses its threshold. RCPO: one critic of the penalised return and projected dual ascent.
+Critics are per-action Q networks evaluated by expected SARSA; signals are divided by their
+threshold; the kept policy is chosen on sampled dev estimates only (a simulator's exact
+values are reported, never read). Derivation, selection rule and the simulator/policy
+contract: docs/recsys.md, "Constrained actor-critic".
 """
 
 from __future__ import annotations
@@ -481,31 +430,16 @@ def train_tscac(
     callback: Callable[..., Any] | None = None,
     start_state: dict[str, Any] | None = None,
 ) -> ConstrainedResult:
-    """Two-stage constrained actor-critic. ``steps`` counts on-policy iterations of both
-    stages; ``stage1_fraction`` of them go to stage one, split equally over the signals.
-    Stage-one actors improve by ``pi_k <- pi_k exp(Q_k / stage1_tau)`` (KL-regularised
-    policy iteration) and stage two mixes their Boltzmann policies ``softmax(Q_k /
-    stage1_tau)`` (exact log-probabilities at any sharpness); stage two moves ``damping`` of
-    the way (in log space) from the current actor to the closed-form mixture each step.
-    In the last ``reeval_fraction`` of stage two the signal critics ``Q_k`` are re-estimated
-    for the current actor (expected SARSA on its batches, warm-started from stage one), so
-    the mixture's anchors ``softmax(Q_k / stage1_tau)`` become the improvement directions of
-    each signal from where the actor is; 0 keeps the stage-one anchors throughout.
-    ``lam_init`` defaults to ``stage1_tau / 2`` (multipliers ``lam_k / stage1_tau`` of 0.5).
-    Training episodes explore: with probability ``explore`` the item is uniform.
-
-    The multipliers ``lam_k`` move each stage-two step on an estimate of the actor's signal
-    totals, aiming at threshold x (1 + ``margin``): ``dual_source='batch'`` the training
-    batch (exploring), ``'sample'`` a fresh on-policy Monte-Carlo sample of
-    ``dual_episodes`` episodes, ``'dev'`` the dev estimate (then every stage-two step is
-    also considered for selection). Selection: the dev estimates (Monte-Carlo on
-    ``dev_episodes`` dev episodes, `estimate_totals`; ``dev_values='realised'`` counts the
-    realised signals instead of their per-step expectations) count a threshold as met when
-    ``estimate - dev_z x s.e. >= threshold x (1 - tolerance)``. With ``average > 0`` dev
-    evaluation and selection judge the exponential moving average (decay ``average`` per
-    stage-two step) of the actor's weights instead of the actor itself: an average of the
-    last policies, steadier than any one of them (``dual_source='dev'`` then moves the
-    multipliers on the average too; the other sources follow the actor)."""
+    """Two-stage constrained actor-critic. ``steps`` counts on-policy iterations of both stages;
+    ``stage1_fraction`` of them go to stage one, split equally over the signals. Stage two moves
+    ``damping`` of the way (in log space) from the actor to the closed-form mixture each step;
+    in its last ``reeval_fraction`` the signal critics are re-estimated for the current actor.
+    The multipliers follow the estimate ``dual_source`` names ('batch', 'sample' or 'dev'),
+    aiming at threshold x (1 + ``margin``); selection counts a threshold as met when
+    ``estimate - dev_z x s.e. >= threshold x (1 - tolerance)``; ``average > 0`` judges an
+    exponential moving average of the actor's weights instead. Training explores with
+    probability ``explore``; ``lam_init`` defaults to ``stage1_tau / 2``. Each option's meaning
+    and why: docs/recsys.md, "Constrained actor-critic"."""
     if not 0 < stage1_fraction < 1:
         raise ValueError(f"stage1_fraction: must lie in (0, 1), got {stage1_fraction}")
     if not 0 <= reeval_fraction <= 1:

@@ -1,19 +1,13 @@
 """OSPO and GRPO: critic-free policy gradients for dispatch (Zhao & Li 2025).
 
-The policy scores vehicle-order pairs; Gumbel(0, temperature) noise from a generator seeded by
-``(seed, step)`` perturbs the scores and the simulator's exact matcher picks the assignment.
-Each matched pair is an action whose log-probability is its order's softmax over its
-candidates (`policies.dispatch.pair_log_prob`). Advantages, no critic:
-
-- OSPO: the pair's one-step reward, normalised across the pairs matched in the same step of the
-  same episode;
-- GRPO: the matched vehicle's discounted reward-to-go (sum of gamma^k times the rewards of the
-  orders it serves from then on), normalised the same way.
-
-Updates: PPO's clipped ratio over ``epochs`` passes on each batch of episodes (Adam). The weights
-with the best mean episode reward on a fixed development trace set (deterministic scores, no
-noise) are kept. Everything random derives from ``seed`` and the step number, so a run resumed
-from ``start_state`` continues exactly.
+The policy scores vehicle-order pairs; seeded Gumbel noise perturbs the scores and the
+simulator's exact matcher picks the assignment. Each matched pair's log-probability is its
+order's softmax over its candidates (`policies.dispatch.pair_log_prob`). Advantages, no
+critic: OSPO the pair's one-step reward, GRPO the vehicle's discounted reward-to-go, each
+normalised across the pairs matched in the same step of the same episode. PPO's clipped
+ratio over ``epochs`` passes (Adam); best-on-dev weights are kept. Everything random derives
+from ``seed`` and the step, so a resumed run continues exactly. More: docs/dispatch.md,
+"Learned policies and training".
 """
 
 from __future__ import annotations

@@ -1,53 +1,17 @@
-"""Two-level RL (the AI Economist's curriculum, Zheng et al. 2022): agents and a planner that
-co-adapt.
+"""Two-level RL (the AI Economist's curriculum, Zheng et al. 2022): agents and planner co-adapt.
 
-Phase 1 (``agent_phase`` of the steps): taxes are off and the agents learn alone, their labour
-cost annealed from ``labour_start`` x k up to k, so they first find that work pays. Phase 2:
-the planner joins. Its maximum rate is annealed from 0 to 1 over ``rate_anneal`` of the
-remaining steps, and its entropy bonus decays linearly from ``entropy_start`` to
-``entropy_end``; the agents keep learning against the schedules the planner samples
-(``agent_updates`` > 1: the agents take ``agent_updates - 1`` steps on the schedules just
-sampled, and the planner is then scored against the adapted agents: agents are the fast
-timescale). Phase 3 (the last ``settle_phase``): the planner plays its deterministic schedule
-and stops learning while the agents settle to it; the best-on-dev weights are chosen at the
-end of phase 3, so the dev reward is that of settled agents, not of agents still chasing a
-moving schedule.
+Phase 1: the agents learn alone, taxes off, labour cost annealed up. Phase 2: the planner
+joins (rate cap and entropy bonus annealed) while the agents, the fast timescale, keep
+learning. Phase 3: the planner's schedule is frozen while the agents settle; best-on-dev is
+judged on settled agents. ``candidates`` keeps a pool of the planner's best schedules, all
+settled to at once, because against learning agents where the schedule stops is luck. Each
+level learns by policy gradient ("pg") or pathwise; ``agent_learning='best_response'`` uses
+the agents' exact best response; ``imitation`` adds self-imitation so agents find distant
+better hours. Why each piece: docs/economy.md, "Two-level RL".
 
-Against learning agents the planner's deterministic schedule wanders until the end of phase
-2 (it keeps exploiting the agents' mistakes, and they keep correcting them), so where it stops
-is luck. ``candidates`` = K > 0 keeps a pool: every ``candidate_every`` steps of phase 2 the
-planner's deterministic schedule is scored on the dev trace with the agents of the moment,
-and the K best distinct ones (planner snapshots) are kept. In phase 3 episode b plays
-candidate b mod K, so the agents settle to all K at once, and at the end the candidate with
-the best dev reward under the settled agents is chosen (a dev signal, never the exact best
-response nor the MILP). ``restarts`` > 1 splits phases 2-3 into that many attempts, each with
-a fresh planner (agents keep learning); the best settled attempt wins.
-
-Each level learns either by policy gradient ("pg": REINFORCE with normalised advantages; the
-planner's baseline is the batch's ``planner_quantile`` quantile, risk-seeking, see
-`_planner_advantage`) or pathwise ("pathwise": gradient through the differentiable economy).
-A pathwise planner differentiates its objective through the agents' network, so it sees how
-agents respond to a rate change (a Stackelberg gradient); a pg planner samples one schedule per
-episode from its categorical rates. Agents optimise their own utility with the lump sum taken
-as given; the planner optimises the simulator's reward. ``agent_learning='best_response'``
-replaces the learning agents by their exact best response (the limit of infinitely fast
-agents; the policy must offer it): the planner then learns against exact incentives.
-
-Agents that learn by gradient alone are local optimisers: a planner learns schedules under
-which an agent's best response is a distant jump (e.g. to stop working) that such agents never
-find, and scores well only against them (measured: 292.9 with the learned agents, 232.3 with
-exact best responses). ``imitation`` > 0 adds self-imitation (`_imitation`): each agent also
-tries random hours and is pulled towards any that paid more. The benchmark scores every learned
-schedule both with the learned agents and with the exact best response.
-
-What it needs from the simulator: ``step`` info ``agent_reward`` ``[B, N]`` (each agent's
-utility, lump sum detached) and ``labour_cost`` ``[B, N]``; ``params.horizon``. From the
-policy: ``planner`` with ``sample(obs, generator, noise) -> (rates, log_prob, entropy)``,
-``log_prob(obs, rates) -> (log_prob, entropy)``, ``forward(obs)`` and a ``rate_limit``
-buffer; ``agents`` with ``raw(obs, rates)`` and
-``squash(raw, obs)``; ``act(obs, rates)``; optionally ``probe(trace) -> {name: value}`` added
-to each history row. Contract as `train_hdpo`: history rows with ``step``, ``wall_s`` and
-``dev_reward``; best-on-dev weights; ``state`` in the callback resumes exactly.
+Needs ``step`` info ``agent_reward``, ``labour_cost`` ``[B, N]``; a policy with ``planner``
+(``sample``, ``log_prob``, ``forward``, ``rate_limit``), ``agents`` (``raw``, ``squash``), ``act``
+and optionally ``probe(trace)``. Results and resuming as `train_hdpo`.
 """
 
 from __future__ import annotations

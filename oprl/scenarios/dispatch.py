@@ -1,4 +1,4 @@
-"""The ride-hailing dispatch scenario (DESIGN.md, "Ride-hailing dispatch")."""
+"""The ride-hailing dispatch scenario (docs/dispatch.md)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,15 @@ from typing import Any
 
 from oprl.registry import Scenario
 
-# measured on the shared 2-core CPU (benchmarks/RESULTS.md): one OSPO step (4 episodes x 30
-# minutes, 2 PPO epochs) takes 4-12 s, so 12 steps train in about 2 minutes and
-# `oprl bench dispatch/manhattan` (OSPO, GRPO, 2 rules, 2 bounds on 8 episodes) takes ~5 minutes
-# GRPO's discount per one-minute step: with 0.9 a vehicle's reward-to-go is dominated by the
-# orders it serves long after the matched one and GRPO's dev reward fell for 12 steps (10,105 ->
-# 9,710, seed 0); with 0.5 it rose like OSPO's (10,105 -> 10,536). OSPO ignores gamma.
+# 12 steps: one OSPO step takes 4-12 s on 2 CPU cores, so `oprl bench dispatch/manhattan`
+# stays near 5 minutes (benchmarks/RESULTS.md). GRPO's discount per one-minute step is 0.5:
+# with 0.9 the reward-to-go is dominated by orders served long after the matched one and the
+# dev reward fell (RESULTS). OSPO ignores it.
 _TRAIN = {"steps": 12, "batch_size": 4, "lr": 3e-3, "temperature": 0.05, "epochs": 2,
           "dev_scenarios": 4, "eval_every": 4, "gamma": 0.5}
 
-# Pooled rides explore more: at capacity 2 the dev reward of 12 OSPO steps fell from its start
-# with temperature 0.05 at every lr tried (15,726 -> 14,565 / 14,936 / 15,399 at lr 3e-3 / 1e-3 /
-# 3e-4) and rose with 0.2 and lr 1e-3 (-> 16,306, GRPO 16,288); at capacity 1 the same change
-# lowered it (10,105 -> 9,905, against 10,468 with the defaults above). Seed 0, 4 dev episodes.
+# Pooled rides need more exploration: with the capacity-1 settings the dev reward fell at every
+# lr tried, with these it rose (and they lower capacity 1's): benchmarks/RESULTS.md, "Pooling".
 _POOLED = {"temperature": 0.2, "lr": 1e-3}
 
 

@@ -1,4 +1,4 @@
-"""The tax-economy scenarios (DESIGN.md, "Tax and economy")."""
+"""The tax-economy scenarios (docs/economy.md)."""
 
 from __future__ import annotations
 

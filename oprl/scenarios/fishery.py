@@ -1,4 +1,4 @@
-"""The fishery scenarios (DESIGN.md, "Fishery"; Montealegre-Mora et al. 2023)."""
+"""The fishery scenarios (docs/fishery.md; Montealegre-Mora et al. 2023)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The inventory scenarios (DESIGN.md, "Inventory networks")."""
+"""The inventory scenarios (docs/inventory.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The recommendation scenarios (DESIGN.md, "Recommendation")."""
+"""The recommendation scenarios (docs/recsys.md)."""
 
 from __future__ import annotations
 

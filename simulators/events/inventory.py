@@ -1,23 +1,13 @@
 """Simpy discrete-event twin of the inventory network, for differential tests.
 
-It replays one episode of a `Trace` under a policy with its own state and its own event
-logic (one simpy process per location, a clock, a demand process per store, an accountant and
-one timed process per shipment in transit), so that agreement with the batched torch
-simulator in `simulators.inventory` is evidence that both implement the same dynamics.  It is
-a reference, not fast: the batch is handled by looping over episodes.
-
-Time is counted in integer ticks, ``TICKS`` per period, so that the order of events inside a
-period is explicit rather than left to simpy's tie-breaking:
-
-* tick 0 (``ORDER``):  the clock observes and calls the policy; every location ships its
-  outgoing orders from the stock it has on hand (scaled down proportionally when short; a
-  transshipment centre forwards all of its stock)
-* tick 1 (``LAND_NOW``): lead-time-0 shipments land
-* tick 2 (``DEMAND``):  demand hits every store (backlog or lost sales)
-* tick 3 (``COST``):    holding on leftover stock, penalty on unmet/backlogged demand, order
-  cost per unit shipped on each edge
-* tick 9 (``LAND``):    shipments due this period land (lead time L >= 1 lands at the end of
-  period t + L - 1, i.e. is on hand at the start of period t + L)
+It replays one episode of a `Trace` under a policy with its own state and event logic (one
+simpy process per location, a clock, a demand process per store, an accountant, one process
+per shipment in transit), so agreement with `simulators.inventory` is evidence that both
+implement the same dynamics. A reference, not fast: it loops over episodes. Time is counted in
+integer ticks, ``TICKS`` per period, so the order of events inside a period is explicit rather
+than left to simpy's tie-breaking: ``ORDER`` (observe, order, ship), ``LAND_NOW`` (lead-time-0
+arrivals), ``DEMAND``, ``COST``, ``LAND`` (shipments due land). The same order is spelled out
+in docs/inventory.md, "The model".
 """
 
 from __future__ import annotations
