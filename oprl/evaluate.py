@@ -86,8 +86,8 @@ def _reference_values(result: SolverResult, sim: Simulator, trace: Trace, warmup
 
 # How a status may begin for its result to serve as a reference (an allow-list: whatever a
 # solver reports outside it, e.g. HiGHS' "Not Set", "Empty" or "Time limit reached", is unusable).
-USABLE_STATUS = ("optimal", "grid-optimal", "converged", "closed form", "exact",
-                 "clark-scarf recursion", "pooled newsvendor", "balance relaxation")
+USABLE_STATUS = ("optimal", "grid-refined", "grid policy, feasible", "converged", "closed form",
+                 "exact", "clark-scarf recursion", "pooled newsvendor", "balance relaxation")
 # Words that mark a failure anywhere in a status (e.g. "optimal; maxTimeLimit" when several
 # solves were joined); Pyomo's and HiGHS' non-optimal termination conditions included.
 _FAILURE_WORDS = ("infeasible", "unbounded", "limit", "not converged", "not_converged", "error",
