@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # A CPU build of torch keeps the install small; override for CUDA, e.g. TORCH_SPEC="torch".
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint mutation clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,6 +23,11 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Mutation testing: break each learner/reference on purpose in a temporary copy and check that
+# a test fails (benchmarks/mutations.py; `--operators FILE --tests ...` for operator mutations).
+mutation: install
+	OMP_NUM_THREADS=1 $(PY) benchmarks/mutations.py
 
 clean:
 	rm -rf $(VENV) runs demo_results.csv

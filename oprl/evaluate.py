@@ -84,21 +84,41 @@ def _reference_values(result: SolverResult, sim: Simulator, trace: Trace, warmup
     return None, None, extras
 
 
+# How a status may begin for its result to serve as a reference (an allow-list: whatever a
+# solver reports outside it, e.g. HiGHS' "Not Set", "Empty" or "Time limit reached", is unusable).
+USABLE_STATUS = ("optimal", "grid-refined", "grid policy, feasible", "converged", "closed form",
+                 "exact", "clark-scarf recursion", "pooled newsvendor", "balance relaxation")
+# Words that mark a failure anywhere in a status (e.g. "optimal; maxTimeLimit" when several
+# solves were joined); Pyomo's and HiGHS' non-optimal termination conditions included.
 _FAILURE_WORDS = ("infeasible", "unbounded", "limit", "not converged", "not_converged", "error",
-                  "fail", "abort", "interrupt", "unknown", "not solved", "not optimal")
+                  "fail", "abort", "interrupt", "unknown", "not solved", "not optimal",
+                  "maxiterations", "minsteplength", "not set", "empty", "objective bound",
+                  "bound on objective", "target", "licensing")
+# Bounds on an expectation, not on each sample path (the dispatch fluid LP): reported beside
+# the others, never the reference of per-trace gaps (`solvers.dispatch`).
+EXPECTATION_ONLY = ("fluid",)
 
 
 def failed_status(status: str) -> bool:
-    """Whether a solver's own status says it did not finish (time limit, infeasible, ...)."""
-    text = status.lower()
-    return any(word in text for word in _FAILURE_WORDS)
+    """Whether a solver's own status says it did not finish: it does not begin with one of
+    `USABLE_STATUS`, or it names a failure (time limit, infeasible, iteration limit, ...)."""
+    text = status.strip().lower()
+    return (not text.startswith(USABLE_STATUS)
+            or any(word in text for word in _FAILURE_WORDS))
+
+
+def usable_reference(result: SolverResult) -> bool:
+    """A solved result with a finite value that bounds or solves each sample path."""
+    text = result.status.strip().lower()
+    return (not failed_status(result.status) and math.isfinite(result.objective)
+            and not text.startswith(EXPECTATION_ONLY))
 
 
 def choose_reference(references: list[SolverResult]) -> SolverResult | None:
-    """The most trustworthy reference: not failed (`failed_status`), best kind first, and
-    among bounds of one kind the tightest (highest lower bound, lowest upper bound)."""
-    usable = [r for r in references if not failed_status(r.status)]
-    pool = usable or references
+    """The most trustworthy usable reference (`usable_reference`): best kind first, and among
+    bounds of one kind the tightest (highest lower bound, lowest upper bound). None when no
+    reference is usable: the table then has no gaps rather than gaps to a failed solve."""
+    pool = [r for r in references if usable_reference(r)]
     if not pool:
         return None
 
@@ -196,7 +216,7 @@ def evaluate(
             f"{result.status}; exact {result.objective:.4f}")
         if values is None:  # a scalar objective
             pct = gap(torch.tensor([result.objective], dtype=torch.float64), ref_values,
-                      ref.objective)[0] if ref_values is None else float("nan")
+                      ref.objective)[0] if ref is not None and ref_values is None else float("nan")
             row(result.name, result.kind, metric, result.objective, float("nan"), result.status,
                 result.wall_s, 0.0 if result is ref else pct)
         scored(result.name, result.kind, values, extras, status, result.wall_s, result is ref)

@@ -28,7 +28,9 @@ SIGNALS = ("follow", "like", "comment", "share")
 
 # per-impression rates under random exposure; sources: docs/recsys.md, "Calibration"
 KUAIRAND = {
-    "mean_play_s": 17.0,  # KuaiRand-Pure: median play time per impression ~17 s (public analysis)
+    # KuaiRand-Pure: median play time per impression ~17 s (public analysis); the mean is not
+    # published, so the simulator's mean play time at random exposure is set to this median
+    "median_play_s": 17.0,
     "median_duration_s": 81.0,  # KuaiRand-Pure: median video duration 1.35 min
     "follow": 0.003,  # assumed (rare, per the KuaiRand-Pure analysis)
     "like": 0.015,  # assumed (most frequent interaction)
@@ -169,7 +171,7 @@ class RecsysParams:
             _check_unit(name, float(getattr(self, name)))
         object.__setattr__(self, "thresholds", _thresholds(self.thresholds))
         _window(self.horizon, self.warmup, self.eval_horizon, self.eval_warmup)
-        for key in ("mean_play_s", "median_duration_s", *SIGNALS):
+        for key in ("median_play_s", "median_duration_s", *SIGNALS):
             if key not in self.calibration:
                 raise ValueError(f"calibration: missing {key!r}")
             _check_positive(f"calibration.{key}", float(self.calibration[key]))
@@ -213,7 +215,7 @@ class RecsysSimulator(_Episodes):
         match = self.match(users.unsqueeze(1), self.item_topic.unsqueeze(0))  # [U, N]
         e = torch.full_like(match, p.engagement_init)
         ratio, mult = self._raw(match, self.item_quality, e)
-        self.watch_scale = p.calibration["mean_play_s"] / float(
+        self.watch_scale = p.calibration["median_play_s"] / float(
             (ratio * self.item_duration).mean())
         rates = torch.tensor([p.calibration[s] for s in SIGNALS])
         raw = (mult.unsqueeze(-1) * self.item_propensity.unsqueeze(0)).mean((0, 1))  # [K]

@@ -9,7 +9,7 @@ from oprl.simulators.inventory_rules import BaseStock
 
 import oprl
 from oprl.core import Trace, rollout
-from oprl.evaluate import COLUMNS, Entry, choose_reference, evaluate
+from oprl.evaluate import COLUMNS, Entry, choose_reference, evaluate, failed_status
 from oprl.result import SolverResult
 from oprl.runs import RunDir, atomic_write
 
@@ -82,6 +82,49 @@ def test_choose_reference_prefers_a_solved_optimum_and_reports_failures():
     assert choose_reference([lb, tight]) is tight  # the tightest bound that did not fail
     infeasible = SolverResult("lp2", 0.99, "lower_bound", "infeasible", 0.0)
     assert choose_reference([lb, infeasible]) is lb
+
+
+@pytest.mark.parametrize("status", [
+    "time_limit", "maxTimeLimit", "maxIterations", "minStepLength", "Not Set", "Empty",
+    "Bound on objective reached", "Target for objective reached", "objectiveLimit",
+    "Iteration limit reached", "infeasibleOrUnbounded", "unknown", "error",
+    "optimal; maxTimeLimit", "min-cost-flow status 3", "not converged (span 1e-02)", ""])
+def test_choose_reference_never_returns_a_failed_result(status):
+    failed = SolverResult("milp", 0.5, "optimal", status, 0.0)
+    assert failed_status(status)
+    assert choose_reference([failed]) is None  # no usable reference: no gaps, not wrong ones
+    assert choose_reference([failed, failed]) is None
+    lb = SolverResult("lp", 0.9, "lower_bound", "optimal", 0.0)
+    assert choose_reference([failed, lb]) is lb
+
+
+def test_choose_reference_skips_nan_objectives_and_expectation_only_bounds():
+    nan = SolverResult("lp", math.nan, "upper_bound", "optimal", 0.0)
+    assert choose_reference([nan]) is None
+    fluid = SolverResult("fluid-lp", 5.0, "upper_bound", "fluid optimal (expected demand)", 0.0)
+    flow = SolverResult("hindsight-flow", 9.0, "upper_bound", "optimal", 0.0)
+    assert choose_reference([flow, fluid]) is flow  # tighter, yet not a per-trace bound
+    assert choose_reference([fluid]) is None
+
+
+def test_evaluate_without_a_usable_reference_reports_no_gaps():
+    sim = oprl.make("inventory/one_store_backlog", lead_time=1)
+    trace = sim.sample_trace(4, 60, seed=0)
+    failed = SolverResult("milp", 1.0, "optimal", "maxTimeLimit", 0.0)
+    frame = evaluate(sim, trace, 10, [Entry("bs", BaseStock(sim, 12.0), "heuristic")], [failed])
+    assert (frame["reference"] == "").all() and frame["gap_pct"].isna().all()
+
+
+def test_dispatch_fluid_lp_is_never_the_reference():
+    from oprl.simulators.dispatch import manhattan
+    from oprl.solvers.dispatch import references
+
+    sim = manhattan(n_vehicles=25, requests=150, horizon=10, eval_horizon=10, candidates=4)
+    refs = references(sim, sim.sample_trace(2, 10, seed=0), 0)
+    assert [r.name for r in refs] == ["hindsight-flow", "fluid-lp"]
+    cheap_fluid = SolverResult(refs[1].name, refs[0].objective - 1e6, refs[1].kind,
+                               refs[1].status, 0.0)  # even a (spuriously) tighter one
+    assert choose_reference([refs[0], cheap_fluid]) is refs[0]
     with pytest.raises(ValueError, match="kind"):
         SolverResult("x", 1.0, "guess", "ok", 0.0)
 

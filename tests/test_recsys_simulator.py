@@ -31,7 +31,8 @@ def test_random_exposure_matches_kuairand_rates(video):
     trace = video.sample_trace(20000, 1, seed=3)
     r = rollout(video, RandomExposure(), trace, keep_metrics=True)
     play = float(r.metrics["expected_reward"].mean())
-    assert play == pytest.approx(KUAIRAND["mean_play_s"], rel=0.05)
+    # the calibration sets the mean play time to the published median (no mean is published)
+    assert play == pytest.approx(KUAIRAND["median_play_s"], rel=0.05)
     for s in SIGNALS:
         expected = float(r.metrics[f"expected_{s}"].mean())
         realised = r.metrics[s].float()
