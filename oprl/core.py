@@ -208,6 +208,11 @@ class Simulator(ABC):
         """Secondary metrics per episode ``{name: [B]}`` reported beside the main one."""
         return {}
 
+    @property
+    def has_secondary_metrics(self) -> bool:
+        """Whether `episode_metrics` is overridden (rollouts then keep per-period metrics)."""
+        return type(self).episode_metrics is not Simulator.episode_metrics
+
 
 # -- optional capabilities: declared by subclassing, required by algorithms ---------------------
 class Constrained(ABC):
@@ -255,6 +260,15 @@ class StackablePolicy(ABC):
     @abstractmethod
     def stacked(cls, policies: list, episodes: int) -> Policy:
         """One policy acting like ``policies[k]`` on rows ``[k*episodes, (k+1)*episodes)``."""
+
+
+class LeadTimes(ABC):
+    """Decisions settle only after a lead time: dev episodes must count enough windows."""
+
+    @property
+    @abstractmethod
+    def max_lead_time(self) -> int:
+        """The longest lead time in periods."""
 
 
 class WholeUnitActions(ABC):

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from oprl.core import (
     LazyDict,
+    LeadTimes,
     Metric,
     Observation,
     Simulator,
@@ -417,7 +418,7 @@ class _Incidence:
         return node_values.index_copy(1, self.stores, store_values)
 
 
-class InventorySimulator(Simulator, Stackable):
+class InventorySimulator(Simulator, Stackable, LeadTimes):
     """Batched inventory network; see the module docstring for the order of events."""
 
     Params = InventoryParams
@@ -701,6 +702,10 @@ class InventorySimulator(Simulator, Stackable):
         equal = idx.transship * (1.0 - asked) * available / idx.out_degree
         ship = torch.addcmul(order, order, idx.sources_to_edges(ratio - 1.0)) + idx.sources_to_edges(equal)
         return ship, torch.where(idx.transship, available, torch.minimum(requested, available))
+
+    @property
+    def max_lead_time(self) -> int:
+        return self.params.max_lead_time
 
     # -- helpers for heuristics, solvers and reports --------------------------------------
     def demand_moments(self) -> tuple[Tensor, Tensor]:
