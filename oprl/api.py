@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from oprl import registry
-from oprl.core import resolve_device
+from oprl.core import Metric, WholeUnitActions, resolve_device
 from oprl.evaluate import COLUMNS, Entry
 from oprl.result import SolverResult
 from oprl.runs import RunDir, write_csv
@@ -42,19 +42,23 @@ def make_policy(scenario: str, kind: str, sim, **kwargs: Any) -> nn.Module:
     return registry.get(scenario).policy_builder(kind)(sim, **kwargs)
 
 
+# what a trainer records each dev evaluation: a cost it minimised (HDPO: the metric where the
+# simulator minimises it, else the reward per period negated) or a reward it maximised
+DEV_METRICS = {"dev_cost": Metric("dev_cost", minimise=True), "dev_reward": Metric("dev_reward")}
+
+
 def dev_key(history: list[dict[str, float]]) -> str:
-    """The history column training selected on: ``dev_cost`` (lower is better) or
-    ``dev_reward`` (higher is better)."""
-    for key in ("dev_cost", "dev_reward"):
+    """The history column training selected on (a key of `DEV_METRICS`)."""
+    for key in DEV_METRICS:
         if history and key in history[-1]:
             return key
-    raise ValueError("history: rows carry neither 'dev_cost' nor 'dev_reward'")
+    raise ValueError(f"history: rows carry none of {', '.join(DEV_METRICS)}")
 
 
 def best_dev(history: list[dict[str, float]]) -> float:
+    """The best dev value in the history, in the direction of its column."""
     key = dev_key(history)
-    values = [h[key] for h in history]
-    return min(values) if key == "dev_cost" else max(values)
+    return DEV_METRICS[key].best(h[key] for h in history)
 
 
 @dataclass
@@ -190,7 +194,8 @@ def solve(
 
 def _rounding_note(policy: nn.Module) -> str:
     """Say so in the status when a learned policy's orders are rounded to whole units."""
-    return "; whole-unit orders" if getattr(policy, "integer_orders", False) else ""
+    whole = isinstance(policy, WholeUnitActions) and policy.integer_orders
+    return "; whole-unit orders" if whole else ""
 
 
 def benchmark(

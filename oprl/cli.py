@@ -92,7 +92,7 @@ def _list() -> None:
 
     for name, spec in sorted(SCENARIOS.items()):
         print(f"{name:32s} {spec.description}")
-        params = ", ".join(f"{k}={v!r}" for k, v in spec.parameters().items() if v is not None)
+        params = ", ".join(f"{k}={v!r}" for k, v in spec.parameters().items())
         print(f"{'':32s} params: {params}")
 
 

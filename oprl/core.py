@@ -8,9 +8,11 @@ bound, and the simpy event-driven twin: every comparison between them is paired.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import Field, dataclass, field, fields, is_dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -89,23 +91,209 @@ class Trace:
         return Trace({k: v[index] for k, v in self.data.items()}, self.seed, self.meta)
 
 
-@runtime_checkable
-class Simulator(Protocol):
-    """What every domain provides; see docs/architecture.md."""
+@dataclass(frozen=True)
+class Metric:
+    """The scenario's main metric: its name and whether lower values are better."""
 
     name: str
+    minimise: bool = False
 
+    def best(self, values: Iterable[float]) -> float:
+        """The best of ``values`` in this metric's direction."""
+        return min(values) if self.minimise else max(values)
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether ``a`` is strictly better than ``b``."""
+        return a < b if self.minimise else a > b
+
+    @property
+    def direction(self) -> str:
+        return "lower is better" if self.minimise else "higher is better"
+
+
+WINDOW_FIELDS = ("horizon", "warmup", "eval_horizon", "eval_warmup")
+_FIXED = "oprl.fixed"
+
+
+def fixed(**field_kwargs: Any) -> Any:
+    """A ``Params`` dataclass field that is not a scenario parameter: the scenario factory
+    sets it itself (a network, a name) or it is data (a calibration table)."""
+    return field(metadata={_FIXED: True}, **field_kwargs)
+
+
+def is_fixed(f: Field) -> bool:
+    """Whether a ``Params`` field was declared with `fixed`."""
+    return bool(f.metadata.get(_FIXED, False))
+
+
+class Simulator(ABC):
+    """What every domain's simulator provides (docs/architecture.md, "The contract").
+
+    A subclass declares once: ``Params`` (a frozen dataclass with the episode windows
+    ``horizon``, ``warmup``, ``eval_horizon``, ``eval_warmup``; a scenario's parameters are
+    derived from its fields), ``metric`` (name and direction), ``episode_metric`` and, where
+    actions have a fixed shape, ``action_shape``/``action_bounds``. ``self.params`` holds the
+    instance's ``Params`` and ``self.name`` the scenario name.
+    """
+
+    Params: ClassVar[type]
+    metric: Metric
+    name: str
+    params: Any
+    # one episode's action shape; None where it depends on the state (e.g. dispatch's
+    # candidate pairs); bounds every entry of an action must respect
+    action_shape: tuple[int, ...] | None = None
+    action_bounds: tuple[float, float] = (-math.inf, math.inf)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "Params", None) is None:  # an abstract intermediate class
+            return
+        if not is_dataclass(cls.Params):
+            raise TypeError(f"{cls.__name__}.Params: must be a dataclass")
+        names = {f.name for f in fields(cls.Params)} | set(dir(cls.Params))
+        missing = [n for n in WINDOW_FIELDS if n not in names]
+        if missing:
+            raise TypeError(f"{cls.__name__}.Params: needs the episode windows {missing}")
+
+    # -- episode windows (training and evaluation defaults) -------------------------------
+    @property
+    def horizon(self) -> int:
+        """Training episode length."""
+        return int(self.params.horizon)
+
+    @property
+    def warmup(self) -> int:
+        """Training periods not counted."""
+        return int(self.params.warmup)
+
+    @property
+    def eval_horizon(self) -> int:
+        """Evaluation episode length."""
+        return int(self.params.eval_horizon)
+
+    @property
+    def eval_warmup(self) -> int:
+        """Evaluation periods not counted."""
+        return int(self.params.eval_warmup)
+
+    # -- dynamics --------------------------------------------------------------------------
+    @abstractmethod
     def sample_trace(
-        self, batch: int, horizon: int, *, seed: int, device: str | torch.device = "cpu"
-    ) -> Trace: ...
+        self, batch: int, horizon: int | None = None, *, seed: int,
+        device: str | torch.device = "cpu",
+    ) -> Trace:
+        """All exogenous randomness of ``batch`` episodes (``horizon=None``: ``self.horizon``)."""
 
-    def reset(self, trace: Trace) -> State: ...
+    @abstractmethod
+    def reset(self, trace: Trace) -> State:
+        """The state at period 0 of every episode of ``trace``."""
 
-    def observe(self, state: State, t: int, trace: Trace) -> Observation: ...
+    @abstractmethod
+    def observe(self, state: State, t: int, trace: Trace) -> Observation:
+        """What a policy sees at period ``t``."""
 
+    @abstractmethod
     def step(
         self, state: State, action: Tensor, t: int, trace: Trace
-    ) -> tuple[State, Tensor, dict[str, Tensor]]: ...
+    ) -> tuple[State, Tensor, dict[str, Tensor]]:
+        """Next state, reward ``[B]`` (cost = -reward) and per-period metrics."""
+
+    # -- metrics ---------------------------------------------------------------------------
+    @abstractmethod
+    def episode_metric(self, rewards: Tensor, warmup: int) -> Tensor:
+        """The main metric of each episode ``[B]`` from rewards ``[B, T]`` after ``warmup``."""
+
+    def episode_metrics(self, result: Rollout, warmup: int) -> dict[str, Tensor]:
+        """Secondary metrics per episode ``{name: [B]}`` reported beside the main one."""
+        return {}
+
+    @property
+    def has_secondary_metrics(self) -> bool:
+        """Whether `episode_metrics` is overridden (rollouts then keep per-period metrics)."""
+        return type(self).episode_metrics is not Simulator.episode_metrics
+
+
+# -- optional capabilities: declared by subclassing, required by algorithms ---------------------
+class Constrained(ABC):
+    """A CMDP: auxiliary signals, each reported by ``step`` in ``info[name]`` ``[B]``, whose
+    expected episode totals must reach ``constraint_thresholds`` (constrained RL)."""
+
+    # every state and trace tensor is [B, ...] and episodes do not interact
+    independent_rows: bool = False
+
+    @property
+    @abstractmethod
+    def constraint_signals(self) -> tuple[str, ...]:
+        """Names of the auxiliary signals."""
+
+    @property
+    @abstractmethod
+    def constraint_thresholds(self) -> tuple[float, ...]:
+        """Minimum expected episode total of each signal (same order)."""
+
+    def exact_totals(self, policy: Policy, horizon: int | None = None) -> Tensor | None:
+        """Exact expected episode totals ``[1 + K]`` (main, then each signal) where the
+        simulator has an exact model; None otherwise. Reported only, never trained on."""
+        return None
+
+
+class Stackable(ABC):
+    """Settings (simulators of one scenario) that a sweep stacks into one batched rollout."""
+
+    @classmethod
+    @abstractmethod
+    def align(cls, sims: Sequence[Simulator]) -> list[Simulator]:
+        """The same settings with one observation layout, so that they can share a batch."""
+
+    @classmethod
+    @abstractmethod
+    def stack(cls, sims: Sequence[Simulator], episodes: int) -> Simulator:
+        """One simulator running ``episodes`` episodes of each of ``sims`` in turn
+        (ValueError where they cannot share a batch)."""
+
+
+class StackablePolicy(ABC):
+    """A policy class that merges per-setting instances into one per-sample policy."""
+
+    @classmethod
+    @abstractmethod
+    def stacked(cls, policies: list, episodes: int) -> Policy:
+        """One policy acting like ``policies[k]`` on rows ``[k*episodes, (k+1)*episodes)``."""
+
+
+class LeadTimes(ABC):
+    """Decisions settle only after a lead time: dev episodes must count enough windows."""
+
+    @property
+    @abstractmethod
+    def max_lead_time(self) -> int:
+        """The longest lead time in periods."""
+
+
+class WholeUnitActions(ABC):
+    """A policy that may round its actions (orders) to whole units outside training."""
+
+    integer_orders: bool
+
+
+Capability = type
+
+
+def requires(*capabilities: Capability) -> Callable[[Callable], Callable]:
+    """Declare the simulator capabilities a trainer needs (``@requires(Constrained)``); the
+    registry refuses a scenario whose simulator lacks one."""
+
+    def mark(trainer: Callable) -> Callable:
+        trainer.requires = tuple(capabilities)
+        return trainer
+
+    return mark
+
+
+def required_capabilities(trainer: Callable) -> tuple[Capability, ...]:
+    """The capabilities ``trainer`` declared with `requires` (none by default)."""
+    return tuple(trainer.__dict__.get("requires", ()))
 
 
 @dataclass(frozen=True)

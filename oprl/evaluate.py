@@ -41,17 +41,17 @@ def episode_scores(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The scenario's metric for every episode of ``trace`` ``[B]`` and its secondary metrics
     (``sim.episode_metrics``, e.g. served orders or survival), without gradients."""
-    extra = getattr(sim, "episode_metrics", None)
+    secondary = sim.has_secondary_metrics
     was_training = getattr(policy, "training", None)
     if was_training:
         policy.eval()
     with torch.no_grad():
-        result = rollout(sim, policy, trace, keep_metrics=extra is not None)
+        result = rollout(sim, policy, trace, keep_metrics=secondary)
     if was_training:
         policy.train()
     main = sim.episode_metric(result.rewards, warmup).double().cpu()
-    extras = {} if extra is None else {
-        k: torch.as_tensor(v).double().cpu() for k, v in extra(result, warmup).items()}
+    extras = {} if not secondary else {
+        k: torch.as_tensor(v).double().cpu() for k, v in sim.episode_metrics(result, warmup).items()}
     return main, extras
 
 
@@ -151,7 +151,7 @@ def evaluate(
     ``precomputed`` maps a policy's (or a solver's policy's) name to its per-episode scores on
     ``trace`` (``episode_scores``' output) when they were simulated elsewhere, e.g. in one
     batched rollout over many scenario settings (`oprl.sweep`)."""
-    metric = getattr(sim, "metric_name", "reward")
+    metric = sim.metric.name
     precomputed = precomputed or {}
 
     def scores(name: str, policy: Policy) -> tuple[Tensor, dict[str, Tensor]]:
@@ -223,7 +223,9 @@ def evaluate(
     for entry in entries:
         scored(entry.name, entry.kind, *scores(entry.name, entry.policy),
                entry.status, entry.wall_s)
-    return pd.DataFrame(rows, columns=[*COLUMNS, "gap_stderr_pct"])
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "gap_stderr_pct"])
+    frame.attrs["minimise"] = sim.metric.minimise
+    return frame
 
 
 def format_table(frame: pd.DataFrame) -> str:
@@ -243,7 +245,10 @@ def format_table(frame: pd.DataFrame) -> str:
     ]
     shown["wall_s"] = shown["wall_s"].map(lambda v: f"{v:.1f}")
     first = frame.iloc[0]
-    header = (f"{first['scenario']}  metric: {main_metric}  reference: "
+    minimise = frame.attrs.get("minimise")
+    direction = "" if minimise is None else (" (lower is better)" if minimise
+                                             else " (higher is better)")
+    header = (f"{first['scenario']}  metric: {main_metric}{direction}  reference: "
               f"{first['reference']} ({first['reference_kind']})\n")
     text = header + shown.to_string(index=False)
     extra = frame[frame["metric"] != main_metric]

@@ -27,16 +27,17 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     raise ImportError("oprl.gym needs gymnasium: pip install 'oprl[gym]'") from err
 
 from oprl.core import Simulator, resolve_device
-from oprl.simulators.inventory import InventorySimulator
 
 
 def default_action_space(sim: Simulator) -> spaces.Box | None:
-    """The single-episode action space of simulators whose actions have a fixed shape:
-    inventory orders, one non-negative quantity per edge. ``None`` where the shape depends on
-    the state (dispatch candidates, recommendation slates): pass ``action_space`` then."""
-    if isinstance(sim, InventorySimulator):
-        return spaces.Box(0.0, np.inf, (sim.network.n_edges,), np.float32)
-    return None
+    """The single-episode action space of simulators whose actions have a fixed shape
+    (``sim.action_shape`` within ``sim.action_bounds``, e.g. inventory orders: one
+    non-negative quantity per edge). ``None`` where the shape depends on the state
+    (dispatch's candidate pairs): pass ``action_space`` then."""
+    if sim.action_shape is None:
+        return None
+    low, high = sim.action_bounds
+    return spaces.Box(low, high, tuple(sim.action_shape), np.float32)
 
 
 class VectorEnv(gymnasium.vector.VectorEnv):
@@ -68,7 +69,7 @@ class VectorEnv(gymnasium.vector.VectorEnv):
         single_action = action_space or default_action_space(sim)
         if single_action is None:
             raise ValueError(
-                f"action_space: required for {getattr(sim, 'name', type(sim).__name__)!r} "
+                f"action_space: required for {sim.name!r} "
                 "(its actions have no fixed shape oprl knows)"
             )
         self._start(self._seed)

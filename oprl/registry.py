@@ -3,14 +3,13 @@
 Scenarios live in ``oprl/scenarios/<domain>.py`` as "module:function" paths imported on first
 use (`oprl list` stays fast; one domain's optional dependency never breaks another). Contracts:
 
-- ``factory(**params) -> Simulator`` (`oprl.core.Simulator`) with ``name``, ``metric_name``,
-  ``episode_metric(rewards, warmup) -> [B]``, ``params.eval_horizon`` / ``eval_warmup`` and
-  optionally ``episode_metrics(rollout, warmup) -> {name: [B]}``;
+- ``factory(**params) -> Simulator``: its return annotation names a subclass of
+  `oprl.core.Simulator` (metric, episode windows, capabilities); the factory's own arguments
+  and, through a ``**kw``, the fields of that class's ``Params`` are the scenario's parameters;
 - ``policies[name](sim, **policy_kwargs) -> nn.Module`` (observation -> action);
-- ``algorithms[name](sim, policy, *, steps, seed, device, callback, start_state, **hyper)`` ->
-  ``policy`` (best weights), ``history`` (``step``, ``wall_s``, ``dev_cost``/``dev_reward``),
-  ``best_step``, ``steps_done``, ``wall_s``; ``callback(step, policy, optimizer, history,
-  state=...)`` after each dev evaluation, ``state`` resuming the run exactly as ``start_state``;
+- ``algorithms[name]``: a trainer on the shared loop (docs/algorithms.md); it declares the
+  simulator capabilities it needs with `oprl.core.requires`, and `register` refuses a scenario
+  whose simulator lacks one;
 - ``heuristics(sim, trace, warmup) -> {name: (policy, status)}`` (fitted on training traces);
   ``references(sim, trace, warmup) -> list[SolverResult]`` (on the evaluation trace itself).
 """
@@ -18,13 +17,13 @@ use (`oprl list` stays fast; one domain's optional dependency never breaks anoth
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
+import pkgutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-DOMAINS = ("inventory", "dispatch", "economy", "fishery", "recsys")
+from oprl.core import Simulator, is_fixed, required_capabilities
 
 
 @dataclass(frozen=True)
@@ -46,8 +45,6 @@ class Scenario:
     bench_algorithms: tuple[str, ...] = ()
     # settings of `benchmark`: eval_episodes, tune_episodes, tune_horizon
     bench_defaults: dict[str, Any] = field(default_factory=dict)
-    # parameter names a factory's ``**kw`` passes through (shown by `oprl list`, accepted)
-    common_params: tuple[str, ...] = ()
     # per-algorithm overrides of ``train_defaults``
     algorithm_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     # overrides that depend on the scenario's parameters: "module:function" mapping the
@@ -57,10 +54,6 @@ class Scenario:
     # before any work; empty: not checked)
     heuristic_names: tuple[str, ...] = ()
     reference_names: tuple[str, ...] = ()
-    # batching many settings into one rollout (`oprl.sweep`): ``align(sims) -> sims`` with one
-    # observation layout, ``stack(sims, episodes) -> sim`` (ValueError if they cannot share)
-    align: str = ""
-    stack: str = ""
 
     def build(self, **params: Any):
         factory = load(self.factory)
@@ -78,7 +71,36 @@ class Scenario:
             raise ValueError(f"{self.name}: bad parameter value ({err})") from None
 
     def parameters(self) -> dict[str, Any]:
-        return _parameters(load(self.factory), self.common_params)
+        """Every parameter the scenario accepts, with its default (None: none)."""
+        return _parameters(load(self.factory), self.simulator_type().Params)
+
+    def simulator_type(self) -> type[Simulator]:
+        """The `Simulator` subclass the factory returns (its return annotation)."""
+        factory = load(self.factory)
+        hint = inspect.signature(factory).return_annotation
+        if isinstance(hint, str):
+            try:
+                hint = eval(hint, getattr(factory, "__globals__", {}))  # noqa: S307
+            except NameError:
+                hint = None
+        if not (inspect.isclass(hint) and issubclass(hint, Simulator)):
+            raise ValueError(f"{self.name}: factory {self.factory} must be annotated to return "
+                             f"a subclass of oprl.core.Simulator, got {hint!r}")
+        return hint
+
+    def check(self) -> None:
+        """ValueError unless the simulator has every capability the algorithms need."""
+        if self.algorithm not in self.algorithms:
+            raise ValueError(f"{self.name}: algorithm {self.algorithm!r} is not one of "
+                             f"{', '.join(self.algorithms) or 'no algorithms'}")
+        sim_type = self.simulator_type()
+        for name in self.algorithms:
+            for capability in required_capabilities(self.trainer(name)):
+                if not issubclass(sim_type, capability):
+                    raise ValueError(
+                        f"{self.name}: algorithm {name!r} needs a {capability.__name__} "
+                        f"simulator; {sim_type.__name__} does not subclass "
+                        f"oprl.core.{capability.__name__}")
 
     def policy_builder(self, name: str) -> Callable:
         if name not in self.policies:
@@ -106,9 +128,9 @@ def load(path: str) -> Callable:
     return getattr(importlib.import_module(module), attr)
 
 
-def _parameters(factory: Callable, common: tuple[str, ...] = ()) -> dict[str, Any]:
+def _parameters(factory: Callable, params_type: type) -> dict[str, Any]:
     """Named parameters of a factory with their defaults; a pass-through ``**kw`` adds the
-    scenario's common parameters."""
+    fields of the simulator's ``Params`` dataclass not declared `oprl.core.fixed`."""
     sig = inspect.signature(factory)
     out = {
         n: (None if p.default is inspect.Parameter.empty else p.default)
@@ -116,25 +138,49 @@ def _parameters(factory: Callable, common: tuple[str, ...] = ()) -> dict[str, An
         if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
     }
     if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-        for name in common:
-            out.setdefault(name, None)
+        for f in fields(params_type):
+            if not is_fixed(f) and f.name not in out:
+                out[f.name] = _default(f)
     return out
 
 
-def _collect() -> dict[str, Scenario]:
+def _default(f) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return None
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def register(scenario: Scenario, scenarios: dict[str, Scenario] | None = None) -> Scenario:
+    """Add ``scenario`` (e.g. one defined outside the package) so that `get`, `make`,
+    `oprl.api.train` and `oprl.api.benchmark` find it; a taken name or a missing capability is
+    a ValueError."""
+    scenarios = SCENARIOS if scenarios is None else scenarios
+    if not isinstance(scenario, Scenario):
+        raise ValueError(f"scenario: expected an oprl.registry.Scenario, got {type(scenario).__name__}")
+    if scenario.name in scenarios:
+        raise ValueError(f"scenario: {scenario.name!r} is already registered")
+    scenario.check()
+    scenarios[scenario.name] = scenario
+    return scenario
+
+
+def discover() -> dict[str, Scenario]:
+    """Every scenario listed in ``SCENARIOS`` of a module of `oprl.scenarios`."""
+    package = importlib.import_module("oprl.scenarios")
     scenarios: dict[str, Scenario] = {}
-    for domain in DOMAINS:
-        module = f"oprl.scenarios.{domain}"
-        if importlib.util.find_spec(module) is None:  # a domain not built yet
-            continue
-        for spec in importlib.import_module(module).SCENARIOS:
-            if spec.name in scenarios:
-                raise RuntimeError(f"scenario {spec.name!r} is registered twice")
-            scenarios[spec.name] = spec
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for spec in getattr(module, "SCENARIOS", ()):
+            register(spec, scenarios)
     return scenarios
 
 
-SCENARIOS: dict[str, Scenario] = _collect()
+SCENARIOS.update(discover())
 
 
 def get(name: str) -> Scenario:

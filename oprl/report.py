@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from oprl import registry
 from oprl.runs import atomic_write
 from oprl.sweep import RESULTS, first_record_per_cell
 
@@ -42,13 +43,27 @@ def main_metric(frame: pd.DataFrame) -> str:
     return str(frame.groupby("cell_id", sort=False)["metric"].first().mode().iloc[0])
 
 
+def minimised(frame: pd.DataFrame, metric: str) -> bool | None:
+    """Whether ``metric`` is minimised, read from the scenario's simulator (None: not its
+    main metric, or a scenario not registered here)."""
+    scenario = str(frame["scenario"].iloc[0]) if len(frame) else ""
+    if metric != main_metric(frame) or scenario not in registry.SCENARIOS:
+        return None
+    return registry.get(scenario).simulator_type().metric.minimise
+
+
 def summary(frame: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
-    """Per policy: cells scored, mean metric, and mean / median / worst gap to the reference."""
+    """Per policy: cells scored, mean metric, and mean / median / worst gap to the reference
+    (the highest gap of a minimised metric, the lowest of a maximised one; both where the
+    direction is unknown)."""
     metric = metric or main_metric(frame)
     rows = frame[frame["metric"] == metric]
+    minimise = minimised(frame, metric)
+    worst = ({"gap_min": ("gap_pct", "min"), "gap_max": ("gap_pct", "max")} if minimise is None
+             else {"gap_worst": ("gap_pct", "max" if minimise else "min")})
     table = rows.groupby(["policy", "kind"], sort=False).agg(
         cells=("cell_id", "nunique"), mean=("mean", "mean"), gap_mean=("gap_pct", "mean"),
-        gap_median=("gap_pct", "median"), gap_max=("gap_pct", "max"),
+        gap_median=("gap_pct", "median"), **worst,
     )
     refs = rows.groupby("reference_kind")["cell_id"].nunique()
     table.attrs["reference_kinds"] = {str(k): int(v) for k, v in refs.items() if k}
@@ -82,7 +97,10 @@ def report(out: str | Path, x: str | None = None, y: str | None = None,
     y = y or next((p for p in swept if p != x), None)
     table = summary(frame, metric)
     kinds = ", ".join(f"{k} in {n} cells" for k, n in table.attrs["reference_kinds"].items())
-    lines = [f"{frame['scenario'].iloc[0]}: {frame['cell_id'].nunique()} cells, metric {metric}, "
+    direction = {True: " (lower is better)", False: " (higher is better)"}.get(
+        minimised(frame, metric), "")
+    lines = [f"{frame['scenario'].iloc[0]}: {frame['cell_id'].nunique()} cells, metric {metric}"
+             f"{direction}, "
              f"reference {kinds or 'none'}", "",
              table.to_string(index=False, float_format=lambda v: f"{v:.4g}")]
     figures = Path(out) / "report"

@@ -79,16 +79,15 @@ def bench_settings(scenario: registry.Scenario, seed: int, *, eval_episodes: int
                         warmup=warmup)
 
 
-def eval_window(sim, horizon: int | None, warmup: int | None) -> tuple[int, int]:
+def eval_window(sim: Simulator, horizon: int | None, warmup: int | None) -> tuple[int, int]:
     """Evaluation periods and uncounted warm-up; a shorter horizon keeps the scenario's
     warm-up fraction (e.g. 3,000 of 5,000)."""
-    p = getattr(sim, "params", sim)
-    horizon = int(horizon or p.eval_horizon)
+    horizon = int(horizon or sim.eval_horizon)
     if horizon < 2:
         raise ValueError(f"horizon: evaluation needs at least 2 periods, got {horizon}")
     if warmup is None:
-        warmup = p.eval_warmup if horizon == p.eval_horizon else int(
-            horizon * p.eval_warmup / p.eval_horizon)
+        warmup = sim.eval_warmup if horizon == sim.eval_horizon else int(
+            horizon * sim.eval_warmup / sim.eval_horizon)
     if not 0 <= warmup < horizon:
         raise ValueError(f"eval_warmup: must lie in [0, {horizon}), got {warmup}")
     return horizon, warmup

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from oprl import registry
-from oprl.core import Trace, resolve_device
+from oprl.core import Stackable, StackablePolicy, Trace, resolve_device
 from oprl.evaluate import Entry, episode_scores
 from oprl.runs import LOCK, OWNER, atomic_write, folder_lock, write_json
 from oprl.scoring import CellSettings, PreparedCell, eval_window, prepare_cell, score_cell
@@ -291,9 +291,9 @@ def groups(spec: SweepSpec) -> list[list[int]]:
     cannot stack). Depends only on the spec, so resumed and chunked runs group alike."""
     scenario = registry.get(spec.scenario)
     sims = [scenario.build(**cell.params) for cell in spec.cells]  # bad values fail here
-    if not scenario.stack:
+    if not sims or not isinstance(sims[0], Stackable):
         return [[c.index] for c in spec.cells]
-    stack = registry.load(scenario.stack)
+    stack = type(sims[0]).stack
     out: list[list[int]] = []
     for cell, sim in zip(spec.cells, sims):
         for group in out:
@@ -338,7 +338,7 @@ def stack_policies(policies: Sequence[Callable], episodes: int) -> Callable:
     """One policy for the stacked batch: the policies' own ``stacked`` (per-sample
     parameters, one call per step) when they have it, else `StackedPolicy` (a call per block)."""
     kind = type(policies[0])
-    if all(type(p) is kind for p in policies) and hasattr(kind, "stacked"):
+    if all(type(p) is kind for p in policies) and issubclass(kind, StackablePolicy):
         try:
             return kind.stacked(list(policies), episodes)
         except ValueError:
@@ -357,8 +357,8 @@ def run_chunk(raw: dict[str, Any], group: list[int], todo: list[int], device: st
     scenario = registry.get(spec.scenario)
     dev = resolve_device(device)
     sims = [scenario.build(**spec.cells[i].params) for i in group]
-    if scenario.align:
-        sims = registry.load(scenario.align)(sims)
+    if isinstance(sims[0], Stackable):
+        sims = type(sims[0]).align(sims)
     sim_of = dict(zip(group, sims))
     loaded = [load_policy(path, spec.scenario) for path in spec.checkpoints]
     prepared: list[tuple[Cell, PreparedCell]] = []
@@ -408,13 +408,13 @@ def _batched_scores(scenario: registry.Scenario, cells: list[PreparedCell]) -> l
     """Per-cell scores of every heuristic and solver policy present in all cells of the chunk,
     from one rollout of the stacked simulator per policy."""
     out: list[dict] = [{} for _ in cells]
-    if not scenario.stack:
+    if not isinstance(cells[0].sim, Stackable):
         return out
     traces = [c.trace for c in cells]
     episodes, warmups = traces[0].batch, {c.warmup for c in cells}
     if len(warmups) != 1 or any(t.horizon != traces[0].horizon for t in traces):
         return out
-    stacked = registry.load(scenario.stack)([c.sim for c in cells], episodes)
+    stacked = type(cells[0].sim).stack([c.sim for c in cells], episodes)
     big = Trace({k: torch.cat([t[k] for t in traces]) for k in traces[0].data}, traces[0].seed)
     per_cell = [c.policies() for c in cells]
     shared = [n for n in per_cell[0] if all(n in p for p in per_cell[1:])]

@@ -16,11 +16,11 @@ from oprl.policies.inventory_mlp import (
 from oprl.simulators.inventory import InventorySimulator
 from torch import Tensor, nn
 
-from oprl.core import Observation
+from oprl.core import Observation, WholeUnitActions
 from oprl.nn import EdgeHead, GraphEncoder, shrink_last_layer
 
 
-class InventoryGNN(nn.Module):
+class InventoryGNN(nn.Module, WholeUnitActions):
     """Inventory policy: `GraphEncoder` over the supply graph and an `EdgeHead` ordering
     ``softplus(.) * scale`` on each edge. The graph and scales are non-persistent buffers, so a
     state dict trained on one network loads into a policy built for another (``slots`` fixes

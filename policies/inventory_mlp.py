@@ -17,7 +17,7 @@ from oprl.simulators.inventory import SUPPLIER, InventorySimulator
 from oprl.simulators.inventory_rules import echelon_members
 from torch import Tensor, nn
 
-from oprl.core import Observation
+from oprl.core import Observation, WholeUnitActions
 from oprl.nn import mlp, shrink_last_layer
 
 SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(SOFTPLUS_ONE) == 1
@@ -191,7 +191,7 @@ def _downstream_lead(sim: InventorySimulator, lead: Tensor) -> Tensor:
     return below
 
 
-class InventoryMLP(nn.Module):
+class InventoryMLP(nn.Module, WholeUnitActions):
     """Flattened scaled node and edge features -> one non-negative order per edge ``[B, E]``.
 
     ``head='base_stock'`` (default) adds the network's output to a learnable echelon

@@ -31,7 +31,7 @@ from oprl.simulators.pooling import (
 )
 from torch import Tensor
 
-from oprl.core import Observation, Rollout, State, Trace
+from oprl.core import Metric, Observation, Rollout, Simulator, State, Trace
 from oprl.data import dataset_path, load_trips
 
 # Assumed average taxi speeds (km/h) by hour of day in Manhattan: slow in the day and the
@@ -184,10 +184,11 @@ class Candidates:
         return (self.vehicle >= 0) & self.valid.unsqueeze(-1)
 
 
-class DispatchSimulator:
+class DispatchSimulator(Simulator):
     """Batched dispatch: every tensor is ``[batch, ...]``; only time is looped over."""
 
-    metric_name = "reward"
+    Params = DispatchParams
+    metric = Metric("reward")  # total per episode, higher is better
 
     def __init__(self, params: DispatchParams, zones: ZoneMap | None = None,
                  name: str = "dispatch/manhattan") -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from oprl.core import Observation, Rollout, State, Trace
+from oprl.core import Metric, Observation, Rollout, Simulator, State, Trace, fixed
 
 # 2018 US federal brackets for single filers, in thousands of dollars (lower cut-offs)
 US_2018_CUTOFFS = (0.0, 9.7, 39.475, 84.2, 160.725, 204.1, 510.3)
@@ -61,7 +61,7 @@ class EconomyParams:
     # the engine evaluates at least 2 periods: a one-step economy is simply played twice
     eval_horizon: int = 2
     eval_warmup: int = 0
-    name: str = "economy/custom"
+    name: str = fixed(default="economy/custom")
 
     def __post_init__(self) -> None:
         if int(self.n_agents) != self.n_agents or self.n_agents < 2:
@@ -239,11 +239,11 @@ def join_action(rates: Tensor, hours: Tensor, consume: Tensor | None = None) -> 
 # -- the simulator ----------------------------------------------------------------------------
 
 
-class EconomySimulator:
+class EconomySimulator(Simulator):
     """Batched tax economy; see the module docstring for the order of events."""
 
-    metric_name = "equality x productivity"
-    lower_is_better = False
+    Params = EconomyParams
+    metric = Metric("equality x productivity")
 
     def __init__(self, params: EconomyParams) -> None:
         self.params = params
@@ -253,11 +253,15 @@ class EconomySimulator:
         self.dynamic = params.periods > 1
         self.cutoffs = torch.tensor(params.cutoffs, dtype=torch.float32)
         if params.objective != "equality_productivity":
-            self.metric_name = params.objective.replace("_", " ")
+            self.metric = Metric(params.objective.replace("_", " "))
 
     @property
     def action_dim(self) -> int:
         return self.n_brackets + self.n_agents * (2 if self.dynamic else 1)
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        return (self.action_dim,)
 
     def graph(self):
         """Star graph: agents 0..N-1 and the planner as node N, joined both ways."""

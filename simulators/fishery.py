@@ -22,7 +22,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from oprl.core import Observation, Rollout, State, Trace, trace_size
+from oprl.core import (
+    Constrained,
+    Metric,
+    Observation,
+    Rollout,
+    Simulator,
+    State,
+    Trace,
+    fixed,
+    trace_size,
+)
 
 MODELS = ("single", "three")
 RELAXATIONS = ("auto", "exact", "smooth")
@@ -52,8 +62,8 @@ class FisheryParams:
     r_X(t) = r * max(1 - t / drift_years, drift_floor) (model 4: 200 and 0.5).
     """
 
-    model: str = "single"
-    harvested: tuple[int, ...] = (0,)
+    model: str = fixed(default="single")
+    harvested: tuple[int, ...] = fixed(default=(0,))
     r: float = 1.0
     K: float = 1.0
     beta: float = 0.23
@@ -83,7 +93,7 @@ class FisheryParams:
     warmup: int = 0
     eval_horizon: int = 200
     eval_warmup: int = 0
-    name: str = "fishery/custom"
+    name: str = fixed(default="fishery/custom")
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -190,11 +200,12 @@ def extinction_penalty(p: FisheryParams, t: int) -> float:
     return -p.penalty / (t + 1)
 
 
-class FisherySimulator:
+class FisherySimulator(Simulator, Constrained):
     """Batched fishery; see the module docstring for the order of events."""
 
-    metric_name = "reward/episode"
-    lower_is_better = False
+    Params = FisheryParams
+    metric = Metric("reward/episode")
+    action_bounds = (0.0, 1.0)  # mortalities, or probabilities over the menu
 
     def __init__(self, params: FisheryParams) -> None:
         self.params = params
@@ -202,9 +213,16 @@ class FisherySimulator:
         self.n_species = params.n_species
         self.harvested = torch.tensor(params.harvested, dtype=torch.long)
         self.n_actions = len(params.harvested)
-        self.constraint_signals = (SURVIVAL_SIGNALS[params.survival_signal],)
-        self.constraint_thresholds = (params.survival_target,)
         self.choices = menu_levels(params.menu, self.n_actions) if params.menu else None
+        self.action_shape = (self.n_actions,) if self.choices is None else (len(self.choices),)
+
+    @property
+    def constraint_signals(self) -> tuple[str, ...]:
+        return (SURVIVAL_SIGNALS[self.params.survival_signal],)
+
+    @property
+    def constraint_thresholds(self) -> tuple[float, ...]:
+        return (self.params.survival_target,)
 
     # -- contract -------------------------------------------------------------------------
     def graph(self):

@@ -14,14 +14,26 @@ gradients (HDPO) flow through the whole horizon.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from oprl.core import LazyDict, Observation, State, Trace, trace_size
+from oprl.core import (
+    LazyDict,
+    LeadTimes,
+    Metric,
+    Observation,
+    Simulator,
+    Stackable,
+    State,
+    Trace,
+    fixed,
+    trace_size,
+)
 
 SUPPLIER = -1
 NODE_KINDS = ("store", "warehouse", "transship")
@@ -236,24 +248,25 @@ class InventoryParams:
     Cost and lead-time fields are ``[size]`` or per-sample ``[batch, size]`` tensors.
     """
 
-    network: Network
-    demand: Demand
-    lead_time: Tensor  # [E] or [B, E], integer periods
-    holding: Tensor  # [N] or [B, N], per unit left on hand at the end of a period
-    penalty: Tensor  # [S] or [B, S], per unit unmet (lost) or backlogged
-    order_cost: Tensor  # [E] or [B, E], per unit shipped on the edge
-    lost_sales: bool = False
+    # set by the scenario factories (their own arguments are the user's parameters)
+    network: Network = fixed()
+    demand: Demand = fixed()
+    lead_time: Tensor = fixed()  # [E] or [B, E], integer periods
+    holding: Tensor = fixed()  # [N] or [B, N], per unit left on hand at the end of a period
+    penalty: Tensor = fixed()  # [S] or [B, S], per unit unmet (lost) or backlogged
+    order_cost: Tensor = fixed()  # [E] or [B, E], per unit shipped on the edge
+    lost_sales: bool = fixed(default=False)
     initial_onhand: Tensor | None = None  # [N] or [B, N]; zeros when None
     demand_lags: int = 0  # past demands shown to the policy
     horizon: int = 100  # training episode length
     warmup: int = 40  # periods not counted while training
     eval_horizon: int = 5000
     eval_warmup: int = 3000
-    name: str = "inventory/custom"
-    extras: dict = field(default_factory=dict)
+    name: str = fixed(default="inventory/custom")
+    extras: dict = fixed(default_factory=dict)
     # pipeline slots in the observation; 0: just enough for the longest lead time. Simulators
     # of one sweep group share it so their observations line up (see `align_simulators`)
-    pipeline_slots: int = 0
+    pipeline_slots: int = fixed(default=0)
 
     def __post_init__(self) -> None:
         net = self.network
@@ -405,17 +418,19 @@ class _Incidence:
         return node_values.index_copy(1, self.stores, store_values)
 
 
-class InventorySimulator:
+class InventorySimulator(Simulator, Stackable, LeadTimes):
     """Batched inventory network; see the module docstring for the order of events."""
 
-    metric_name = "cost/store/period"
-    lower_is_better = True
+    Params = InventoryParams
+    metric = Metric("cost/store/period", minimise=True)
+    action_bounds = (0.0, math.inf)  # one order per edge
 
     def __init__(self, params: InventoryParams) -> None:
         self.params = params
         self.name = params.name
         net = params.network
         self.network = net
+        self.action_shape = (net.n_edges,)
         self.stores = torch.tensor(net.stores, dtype=torch.long)
         self.edge_src = torch.tensor([s for s, _ in net.edges], dtype=torch.long)
         self.edge_dst = torch.tensor([d for _, d in net.edges], dtype=torch.long)
@@ -691,6 +706,10 @@ class InventorySimulator:
         ship = torch.addcmul(order, order, idx.sources_to_edges(ratio - 1.0)) + idx.sources_to_edges(equal)
         return ship, torch.where(idx.transship, available, torch.minimum(requested, available))
 
+    @property
+    def max_lead_time(self) -> int:
+        return self.params.max_lead_time
+
     # -- helpers for heuristics, solvers and reports --------------------------------------
     def demand_moments(self) -> tuple[Tensor, Tensor]:
         """Per-period mean and standard deviation of each store's demand (before clipping)."""
@@ -706,6 +725,15 @@ class InventorySimulator:
         return -rewards[:, warmup:].mean(dim=1) / len(self.network.stores)
 
     episode_metric = cost_per_store_period
+
+    # -- many settings in one batch (`oprl.sweep`) ----------------------------------------
+    @classmethod
+    def align(cls, sims: Sequence[InventorySimulator]) -> list[InventorySimulator]:
+        return align_simulators(sims)
+
+    @classmethod
+    def stack(cls, sims: Sequence[InventorySimulator], episodes: int) -> InventorySimulator:
+        return stack_simulators(sims, episodes)
 
 
 # -- scenarios ---------------------------------------------------------------------------------

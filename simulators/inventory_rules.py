@@ -12,7 +12,7 @@ import torch
 from oprl.simulators.inventory import InventorySimulator, node_feature_layout
 from torch import Tensor, nn
 
-from oprl.core import Observation
+from oprl.core import Observation, StackablePolicy
 
 
 def inventory_position(obs: Observation, slots: int) -> Tensor:
@@ -38,7 +38,7 @@ def primary_inbound_edges(sim: InventorySimulator) -> Tensor:
     return torch.tensor(chosen)
 
 
-class _LevelPolicy(nn.Module):
+class _LevelPolicy(nn.Module, StackablePolicy):
     def __init__(self, sim: InventorySimulator, levels: Tensor | float) -> None:
         super().__init__()
         self.slots = sim.slots

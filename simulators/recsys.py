@@ -16,13 +16,23 @@ stylised (about 5x KuaiRand's) so that short sessions carry measurable constrain
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from oprl.core import Observation, Rollout, State, Trace, trace_size
+from oprl.core import (
+    Constrained,
+    Metric,
+    Observation,
+    Rollout,
+    Simulator,
+    State,
+    Trace,
+    fixed,
+    trace_size,
+)
 
 SIGNALS = ("follow", "like", "comment", "share")
 
@@ -90,19 +100,22 @@ def _check_action(action: Tensor, batch: int, k: int) -> None:
         raise ValueError("action: weights must be finite (no NaN or inf)")
 
 
-class _Episodes:
+class _Episodes(Simulator, Constrained):
     """What both simulators share: the metric (watch time per episode), the auxiliary
     signals as secondary metrics with their thresholds, and the constraint interface that
     `oprl.algorithms.constrained_ac` needs (see its module docstring)."""
 
-    metric_name = "watch_time/episode"
-    lower_is_better = False
+    metric = Metric("watch_time/episode")
     constraint_signals = SIGNALS
     independent_rows = True  # state and trace tensors are all [B, ...]; sessions don't interact
 
     @property
     def constraint_thresholds(self) -> tuple[float, ...]:
         return self.params.thresholds
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        return (self.n_candidates,)  # one weight per candidate item
 
     def episode_metric(self, rewards: Tensor, warmup: int) -> Tensor:
         """Total watch time (seconds) of each episode after ``warmup`` steps ``[B]``."""
@@ -153,8 +166,8 @@ class RecsysParams:
     warmup: int = 0
     eval_horizon: int = 60
     eval_warmup: int = 0
-    name: str = "recsys/short_video"
-    calibration: dict = field(default_factory=lambda: dict(KUAIRAND))
+    name: str = fixed(default="recsys/short_video")
+    calibration: dict = fixed(default_factory=lambda: dict(KUAIRAND))
 
     def __post_init__(self) -> None:
         if self.n_items < 1:
@@ -180,6 +193,8 @@ class RecsysParams:
 class RecsysSimulator(_Episodes):
     """Batched users with latent topic interests and an engagement state; a fixed catalog of
     items with topic vectors, quality, duration and per-signal interaction propensities."""
+
+    Params = RecsysParams
 
     def __init__(self, params: RecsysParams) -> None:
         self.params = params
@@ -393,7 +408,7 @@ class TabularParams:
     warmup: int = 0
     eval_horizon: int = 120
     eval_warmup: int = 0
-    name: str = "recsys/tabular"
+    name: str = fixed(default="recsys/tabular")
 
     def __post_init__(self) -> None:
         mix = tuple(float(v) for v in self.user_mix)
@@ -437,6 +452,8 @@ class TabularModel:
 
 class TabularRecsysSimulator(_Episodes):
     """Finite-state twin of `RecsysSimulator`; the policy weighs the item kinds."""
+
+    Params = TabularParams
 
     def __init__(self, params: TabularParams) -> None:
         self.params = params

@@ -52,6 +52,16 @@ def test_bad_actions_and_keys_are_clear_errors() -> None:
 def test_simulators_without_a_fixed_action_shape_need_an_action_space() -> None:
     from oprl import make
 
-    fishery = make("fishery/model1")
+    dispatch = make("dispatch/manhattan", n_vehicles=20, requests=40.0)
+    assert dispatch.action_shape is None
     with pytest.raises(ValueError, match="action_space: required"):
-        VectorEnv(fishery, num_envs=2, horizon=4)
+        VectorEnv(dispatch, num_envs=2, horizon=4)
+
+
+def test_declared_action_shape_and_bounds_make_the_space() -> None:
+    from oprl import make
+
+    fishery = make("fishery/model3")  # two harvested species, mortalities in [0, 1]
+    env = VectorEnv(fishery, num_envs=2, horizon=4)
+    assert env.single_action_space.shape == (2,)
+    assert env.single_action_space.low.min() == 0.0 and env.single_action_space.high.max() == 1.0

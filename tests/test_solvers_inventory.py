@@ -202,7 +202,7 @@ def test_lp_reference_pairs_on_its_episodes_only_over_the_same_periods(monkeypat
     assert lp.details["episodes"] == [0, 1, 2, 3] and lp.details["paired"]
     policy = BaseStock(sim, newsvendor_levels(sim))
     frame = evaluate(sim, trace, 5, [Entry("bs", policy, "heuristic")], [lp])
-    row = frame[(frame["policy"] == "bs") & (frame["metric"] == sim.metric_name)].iloc[0]
+    row = frame[(frame["policy"] == "bs") & (frame["metric"] == sim.metric.name)].iloc[0]
     costs = _simulate(sim, policy, trace, 5).double()[:4]
     expected = 100 * float((costs - lp.per_trace).mean() / lp.per_trace.mean())
     assert row["gap_pct"] == pytest.approx(expected, rel=1e-6)

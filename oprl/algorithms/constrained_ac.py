@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from oprl.algorithms.common import DEV_SEED_OFFSET, invoke_callback, step_seed
-from oprl.core import Simulator, Trace, resolve_device
+from oprl.core import Constrained, Simulator, Trace, requires, resolve_device
 
 LOG_FLOOR = math.log(1e-12)
 DUAL_SEED_OFFSET = 2_000_029  # the multipliers' on-policy samples (dual_source='sample')
@@ -55,12 +55,14 @@ class Batch:
     cont: Tensor  # [N] probability the episode goes on to ``next_obs`` (0 where it cannot)
 
 
-def _signals(sim: Simulator) -> tuple[tuple[str, ...], Tensor]:
-    names = getattr(sim, "constraint_signals", None)
-    thr = getattr(sim, "constraint_thresholds", None)
-    if not names or thr is None or len(names) != len(thr):
-        raise ValueError("sim: constrained actor-critic needs constraint_signals and "
-                         "constraint_thresholds of equal length (see the module docstring)")
+def _signals(sim: Constrained) -> tuple[tuple[str, ...], Tensor]:
+    if not isinstance(sim, Constrained):
+        raise ValueError(f"sim: constrained actor-critic needs an oprl.core.Constrained "
+                         f"simulator, got {type(sim).__name__}")
+    names, thr = sim.constraint_signals, sim.constraint_thresholds
+    if not names or len(names) != len(thr):
+        raise ValueError("sim: constraint_signals and constraint_thresholds must be non-empty "
+                         f"and of equal length, got {len(names)} and {len(thr)}")
     return tuple(names), torch.tensor([float(v) for v in thr])
 
 
@@ -246,11 +248,10 @@ class _Run:
             raise ValueError(f"dev_values: {dev_values!r}; allowed 'expected', 'realised'")
         self.tolerance, self.dev_z = float(tolerance), float(dev_z)
         self.realised = dev_values == "realised"
-        self.compact = bool(getattr(sim, "independent_rows", False))
-        self.dev = resolve_device(device)
         self.names, self.thr = _signals(sim)
-        params = getattr(sim, "params", None)
-        self.horizon = int(horizon if horizon is not None else params.horizon)
+        self.compact = bool(sim.independent_rows)
+        self.dev = resolve_device(device)
+        self.horizon = int(horizon if horizon is not None else sim.horizon)
         self.batch_size, self.eval_every = int(batch_size), int(eval_every)
         self.dual_episodes = int(dual_episodes)
         if self.batch_size < 1 or self.eval_every < 1 or self.horizon < 1 or dev_episodes < 1:
@@ -374,14 +375,13 @@ def _reported_exact(sim: Simulator, actor: nn.Module, names: tuple[str, ...],
                     horizon: int) -> dict[str, float]:
     """``exact_<name>`` history columns where the simulator offers ``exact_totals``: REPORTED
     only (how far the sampled dev estimates were from the truth); nothing reads them."""
-    exact = getattr(sim, "exact_totals", None)
-    if exact is None:
-        return {}
     was = actor.training
     actor.eval()
     with torch.no_grad():
-        vals = exact(actor, horizon)
+        vals = sim.exact_totals(actor, horizon)
     actor.train(was)
+    if vals is None:  # no exact model
+        return {}
     return {"exact_reward": float(vals[0]),
             **{f"exact_{n}": float(v) for n, v in zip(names, vals[1:])}}
 
@@ -396,6 +396,7 @@ def _gen(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(step_seed(seed + 17, step))
 
 
+@requires(Constrained)
 def train_tscac(
     sim: Simulator,
     policy: nn.Module,
@@ -523,6 +524,7 @@ def _dual_estimate(run: _Run, step: int, dual_source: str,
     return batch.totals.mean(0)[1:], None
 
 
+@requires(Constrained)
 def train_rcpo(
     sim: Simulator,
     policy: nn.Module,

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from oprl.algorithms.common import DEV_SEED_OFFSET, invoke_callback, step_seed
-from oprl.core import Simulator, Trace, resolve_device, rollout
+from oprl.core import LeadTimes, Simulator, Trace, resolve_device, rollout
 
 POOL_SEED_OFFSET = 2_000_003
 
@@ -42,11 +42,10 @@ class HDPOResult:
 
 
 def episode_cost(sim: Simulator, rewards: Tensor, warmup: int) -> Tensor:
-    """Per-episode mean cost after ``warmup`` periods ``[B]``: per store-period when the
-    simulator defines it (inventory), else per period."""
-    per_store = getattr(sim, "cost_per_store_period", None)
-    if per_store is not None:
-        return per_store(rewards, warmup)
+    """Per-episode cost after ``warmup`` periods ``[B]``: the simulator's metric where it is
+    minimised (a cost, e.g. per store-period), else the mean reward per period negated."""
+    if sim.metric.minimise:
+        return sim.episode_metric(rewards, warmup)
     return -rewards[:, warmup:].mean(dim=1)
 
 
@@ -84,16 +83,15 @@ def evaluate_cost(sim: Simulator, policy: nn.Module, trace: Trace, warmup: int) 
 def lead_time_dev_horizon(sim: Simulator, horizon: int, dev_warmup: int, dev_windows: int) -> int:
     """Dev episode length that counts at least ``dev_windows`` lead-time windows (longest lead
     time + 1 periods) after ``dev_warmup``; ``horizon`` when shorter or when the simulator has
-    no lead times (``params.max_lead_time``) or ``dev_windows`` is 0.
+    no lead times (`oprl.core.LeadTimes`) or ``dev_windows`` is 0.
 
     An order's cost is settled only a lead time later, so a counted stretch of T periods holds
     about T / (L + 1) independent outcomes: at L = 20 the training-length dev episodes (60
     counted periods) hold 3 each, too few to rank checkpoints that differ by 0.05%, and the
     kept weights were the dev set's luckiest, not the best (issue #2, backlog p=39 L=20)."""
-    lead = getattr(getattr(sim, "params", None), "max_lead_time", None)
-    if dev_windows <= 0 or lead is None:
+    if dev_windows <= 0 or not isinstance(sim, LeadTimes):
         return horizon
-    return max(horizon, dev_warmup + dev_windows * (int(lead) + 1))
+    return max(horizon, dev_warmup + dev_windows * (sim.max_lead_time + 1))
 
 
 def cosine_lr(lr: float, step: int, steps: int, final_fraction: float) -> float:
@@ -131,7 +129,7 @@ def train_hdpo(
 
     ``train_scenarios=None`` samples fresh traces every step; an integer fixes a pool of that
     many training traces (as in the paper) from which each step draws ``batch_size``.
-    ``horizon``/``warmup`` default to the simulator's ``params.horizon``/``params.warmup``;
+    ``horizon``/``warmup`` default to the simulator's ``horizon``/``warmup``;
     the dev set uses ``dev_horizon``/``dev_warmup`` (default: the training ones, the horizon
     lengthened to count ``dev_windows`` lead-time windows, `lead_time_dev_horizon`).
     ``patience`` counts dev evaluations without improvement before stopping (None: never).
@@ -139,11 +137,8 @@ def train_hdpo(
     ``state`` is a dict that, passed back as ``start_state``, resumes the run exactly.
     """
     dev = resolve_device(device)
-    params = getattr(sim, "params", None)
-    if params is None and (horizon is None or warmup is None):
-        raise ValueError("horizon, warmup: required when the simulator has no params defaults")
-    horizon = int(horizon if horizon is not None else params.horizon)
-    warmup = int(warmup if warmup is not None else params.warmup)
+    horizon = int(horizon if horizon is not None else sim.horizon)
+    warmup = int(warmup if warmup is not None else sim.warmup)
     dev_warmup = int(dev_warmup if dev_warmup is not None else warmup)
     dev_horizon = int(dev_horizon if dev_horizon is not None
                       else lead_time_dev_horizon(sim, horizon, dev_warmup, dev_windows))

@@ -41,10 +41,5 @@ SCENARIOS = [
         bench_defaults={"eval_episodes": 8, "tune_episodes": 1, "tune_horizon": 30},
         train_defaults=_TRAIN,
         param_defaults="oprl.scenarios.dispatch:pooled_training",
-        common_params=tuple(
-            "horizon warmup eval_horizon eval_warmup start_minute expiry candidates "
-            "street_factor trip_length_km peak_amplitude initial_busy initial_busy_max "
-            "base_reward km_reward pickup_cost timeout_cost late_cost late_threshold_min "
-            "score_resolution matcher trip_file trip_start capacity detour_cost".split()),
     ),
 ]

@@ -19,13 +19,9 @@ _TRAIN = {"steps": 300, "batch_size": 128, "lr": 3e-3, "eval_every": 20}
 _PER_ALGO = {"hdpo": {"lr_final_fraction": 0.05, "dev_scenarios": 256},
              "tscac": {"steps": 300, "dev_episodes": 256, "eval_every": 20},
              "rcpo": {"steps": 300, "dev_episodes": 256, "eval_every": 20}}
-_COMMON = ("horizon", "warmup", "eval_horizon", "eval_warmup", "threshold", "penalty",
-           "init_sigma", "temperature", "relaxation", "r", "K", "predator", "r_y", "k_y",
-           "c_xy", "b", "D", "d_z", "alpha", "drift_years", "drift_floor", "max_stock", "menu",
-           "survival_target", "survival_signal")
 _BENCH = {"eval_episodes": 100, "tune_episodes": 64, "tune_horizon": 200}
-_SHARED = {"policies": _POLICIES, "algorithms": _ALGORITHMS, "common_params": _COMMON,
-           "train_defaults": _TRAIN, "algorithm_defaults": _PER_ALGO, "bench_defaults": _BENCH}
+_SHARED = {"policies": _POLICIES, "algorithms": _ALGORITHMS, "train_defaults": _TRAIN,
+           "algorithm_defaults": _PER_ALGO, "bench_defaults": _BENCH}
 
 SCENARIOS = [
     Scenario("fishery/model1", _FISH + "model1",

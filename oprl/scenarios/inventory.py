@@ -18,17 +18,14 @@ _NETWORK = {"steps": 300, "batch_size": 64, "lr": 3e-3, "lr_final_fraction": 0.1
 _SMALL_GNN = {"hidden": 32, "layers": 2}
 _POLICIES = {"mlp": "oprl.policies.inventory_mlp:InventoryMLP", "gnn": "oprl.policies.inventory_gnn:InventoryGNN"}
 _ALGORITHMS = {"hdpo": "oprl.algorithms.hdpo:train_hdpo"}
-# scenario fields every inventory factory passes through to InventoryParams
-_COMMON = ("horizon", "warmup", "eval_horizon", "eval_warmup", "initial_onhand", "demand_lags")
 _HEURISTICS = ("newsvendor", "newsvendor (adaptive)", "base-stock", "capped base-stock",
                "echelon base-stock")
 _REFERENCES = ("base_stock_optimum", "lost_sales_dp", "echelon_base_stock_optimum",
                "pooled_newsvendor_bound", "decoupled_base_stock_bound", "balanced_allocation_bound",
                "decoupled_newsvendor_bound", "perfect_information_lp[highs]",
                "perfect_information_lp[glop]")
-_SHARED = {"policies": _POLICIES, "algorithms": _ALGORITHMS, "common_params": _COMMON,
-           "heuristic_names": _HEURISTICS, "reference_names": _REFERENCES,
-           "align": _INV + "align_simulators", "stack": _INV + "stack_simulators"}
+_SHARED = {"policies": _POLICIES, "algorithms": _ALGORITHMS,
+           "heuristic_names": _HEURISTICS, "reference_names": _REFERENCES}
 
 SCENARIOS = [
     Scenario("inventory/one_store_backlog", _INV + "one_store_backlog",

@@ -10,8 +10,7 @@ _REF = "oprl.solvers.recsys:references"
 _POLICIES = {"mlp": "oprl.policies.recsys:mlp_policy", "gnn": "oprl.policies.recsys:gnn_policy"}
 _ALGORITHMS = {"tscac": "oprl.algorithms.constrained_ac:train_tscac",
                "rcpo": "oprl.algorithms.constrained_ac:train_rcpo"}
-_COMMON = ("horizon", "warmup", "eval_horizon", "eval_warmup")
-_SHARED = {"policies": _POLICIES, "algorithms": _ALGORITHMS, "common_params": _COMMON,
+_SHARED = {"policies": _POLICIES, "algorithms": _ALGORITHMS,
            "algorithm": "tscac", "policy": "mlp", "bench_algorithms": ("tscac", "rcpo")}
 
 # tabular: selection and multipliers on SAMPLED estimates only (the exact evaluator is reported,
