@@ -96,6 +96,11 @@ class Algorithm:
         """Whether to evaluate after ``step`` steps besides every ``eval_every``."""
         return False
 
+    @property
+    def info(self) -> dict[str, Any]:
+        """The algorithm's own outcome, `TrainResult.info` (e.g. final multipliers)."""
+        return {}
+
 
 def resolve_settings(cls: type[S], settings: S | None, overrides: dict[str, Any],
                      owner: str) -> S:
@@ -150,7 +155,7 @@ class TrainingLoop:
             algo.policy.load_state_dict(state["best_state"])
         return TrainResult(algo.policy, self.metric, state["best_value"], state["best_step"],
                            state["history"], state["step"], time.perf_counter() - self.start_time,
-                           state["step"] < s.steps)
+                           state["step"] < s.steps, algo.info)
 
     def offer(self, step: int, ev: Evaluation) -> bool:
         """Keep the weights of ``ev`` if it beats the kept ones (see `Evaluation`)."""
