@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +101,16 @@ class Algorithm:
     def info(self) -> dict[str, Any]:
         """The algorithm's own outcome, `TrainResult.info` (e.g. final multipliers)."""
         return {}
+
+
+def settings_class(trainer: Callable[..., Any]) -> type[LoopSettings]:
+    """The settings dataclass a trainer declares on its ``settings`` parameter."""
+    hint = typing.get_type_hints(trainer).get("settings")
+    for option in typing.get_args(hint) or (hint,):
+        if isinstance(option, type) and issubclass(option, LoopSettings):
+            return option
+    raise TypeError(f"{getattr(trainer, '__name__', trainer)}: declares no "
+                    "'settings: <LoopSettings subclass>' parameter")
 
 
 def resolve_settings(cls: type[S], settings: S | None, overrides: dict[str, Any],
