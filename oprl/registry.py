@@ -11,11 +11,14 @@ Contracts of the referenced callables:
   ``params.eval_horizon`` / ``params.eval_warmup``; optionally ``episode_metrics(rollout,
   warmup) -> {name: [B]}`` for secondary metrics reported beside the main one.
 - ``policies[name](sim, **policy_kwargs) -> nn.Module`` mapping an observation to an action.
-- ``algorithms[name](sim, policy, *, steps, seed, device, callback, start_state, **hyper)``
-  returns an object with ``policy`` (best weights loaded), ``history`` (rows with ``step``,
-  ``wall_s`` and ``dev_cost`` or ``dev_reward``), ``best_step``, ``steps_done``, ``wall_s``;
+- ``algorithms[name](sim, policy, settings, *, seed, device, callback, start_state, progress)``
+  with ``settings`` an instance of the trainer's settings dataclass (declared on that parameter,
+  a `oprl.algorithms.settings.LoopSettings` subclass; ``train_defaults`` and ``--hyper`` are
+  checked against it) runs `oprl.algorithms.loop.TrainingLoop` and returns its `TrainResult`:
+  ``policy`` (best weights loaded), ``history`` (rows with ``step``, ``wall_s`` and
+  ``dev_cost`` or ``dev_reward``), ``best_step``, ``steps_done``, ``wall_s``;
   ``callback(step, policy, optimizer, history, state=...)`` after each dev evaluation, where
-  ``state`` passed back as ``start_state`` resumes the run exactly.
+  ``state`` passed back as ``start_state`` resumes the run exactly (docs/algorithms.md).
 - ``heuristics(sim, trace, warmup) -> {name: (policy, status)}`` fits classical policies on
   training traces; ``references(sim, trace, warmup) -> list[SolverResult]`` computes optima or
   bounds on the evaluation trace itself.
