@@ -8,7 +8,6 @@ traces and scores everything on those same traces.
 
 from __future__ import annotations
 
-import inspect
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,8 @@ import torch
 from torch import nn
 
 from oprl import registry
+from oprl.algorithms.loop import settings_class
+from oprl.algorithms.settings import LoopSettings, parse_settings
 from oprl.core import Metric, WholeUnitActions, resolve_device
 from oprl.evaluate import COLUMNS, Entry
 from oprl.result import SolverResult
@@ -99,38 +100,30 @@ def train(
         "hyper": {**spec.hyper(algo or spec.algorithm, params), **hyper}, "steps": steps,
     }
     if not resume:  # a mistake is reported before the run folder is written
-        _check_hyper(spec.trainer(config["algo"]), config["hyper"], config["algo"])
+        settings = _settings(spec.trainer(config["algo"]), config["hyper"], steps,
+                             config["algo"])
+        config["hyper"] = {k: _jsonable_value(getattr(settings, k)) for k in config["hyper"]}
         spec.policy_builder(config["policy"])
     run = RunDir(out)
     saved = run.create(config, resume=resume)
     if resume:  # the saved configuration decides what the run is; only the budget may grow
         config = {**saved, "steps": steps if steps is not None else saved["steps"]}
     trainer = spec.trainer(config["algo"])
+    settings = _settings(trainer, config["hyper"], config["steps"], config["algo"])
     builder = spec.policy_builder(config["policy"])
     sim = spec.build(**config["params"])
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
         torch.manual_seed(config["seed"])
         net = builder(sim, **config.get("policy_kwargs", {}))
-    hyper = dict(config["hyper"])
-    default_steps = hyper.pop("steps", 1000)
-    total = int(config["steps"] if config["steps"] is not None else default_steps)
     checkpoint = run.load_checkpoint()
     start_state = checkpoint["train_state"] if checkpoint else None
-
-    bar = _progress(total, progress, start_state["step"] if start_state else 0)
 
     def on_eval(step, policy_, optimizer, history, state):
         run.save_checkpoint({"scenario": scenario, "config": config, "train_state": state})
         run.save_metrics(history)
-        if bar is not None:
-            bar.update(step - bar.n)
-            key = dev_key(history)
-            bar.set_postfix({key: f"{history[-1][key]:.4f}"})
 
-    result = trainer(sim, net, steps=total, seed=config["seed"], device=device, callback=on_eval,
-                        start_state=start_state, **hyper)
-    if bar is not None:
-        bar.close()
+    result = trainer(sim, net, settings, seed=config["seed"], device=device, callback=on_eval,
+                     start_state=start_state, progress=progress)
     run.save_checkpoint({
         "scenario": scenario, "config": config,
         "train_state": (run.load_checkpoint() or {}).get("train_state"),
@@ -142,25 +135,16 @@ def train(
                         result.steps_done, result.wall_s)
 
 
-def _check_hyper(trainer, hyper: dict[str, Any], algo: str) -> None:
-    """Unknown training settings are a ValueError naming the allowed ones."""
-    sig = inspect.signature(trainer)
-    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-        return
-    fixed = {"sim", "policy", "steps", "seed", "device", "callback", "start_state"}
-    allowed = [n for n in sig.parameters if n not in fixed]
-    unknown = sorted(set(hyper) - set(allowed) - {"steps"})  # a default step budget is allowed
-    if unknown:
-        raise ValueError(f"hyper: {algo} has no setting {unknown[0]!r}; allowed: "
-                         f"{', '.join(allowed)}")
+def _settings(trainer, hyper: dict[str, Any], steps: int | None, algo: str) -> LoopSettings:
+    """The trainer's settings dataclass from the scenario's defaults and the user's
+    ``hyper`` (``steps``, when given, overrides theirs): unknown names, wrong types and
+    values out of range are a ValueError naming the setting."""
+    values = dict(hyper) if steps is None else {**hyper, "steps": steps}
+    return parse_settings(settings_class(trainer), values, owner=algo)
 
 
-def _progress(total: int, enabled: bool, start: int):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, desc="train", unit="step", leave=False)
+def _jsonable_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def load_policy(run_dir: str | Path, scenario: str | None = None) -> tuple[nn.Module, dict]:
@@ -238,6 +222,9 @@ def benchmark(
         params = checkpoint["config"]["params"]
     sim = spec.build(**params)
     eval_window(sim, eval_horizon, eval_warmup)  # a bad window is refused before training
+    train_hyper = dict(train_hyper or {})
+    train_steps = train_hyper.pop("steps", train_steps) if train_steps is None else train_steps
+    train_hyper.pop("steps", None)  # ``train_steps`` wins over a ``steps`` setting
     if run is None:
         for algo in algos or list(spec.bench_algorithms or (spec.algorithm,)):
             kind = policy or spec.policy
@@ -245,7 +232,7 @@ def benchmark(
             with tempfile.TemporaryDirectory() as tmp:
                 outcome = train(scenario, params, algo=algo, policy=policy, steps=train_steps,
                                 device=device, out=Path(tmp) / "run", seed=seed,
-                                progress=progress, **(train_hyper or {}))
+                                progress=progress, **train_hyper)
             histories[algo] = outcome.history
             learned.append(Entry(f"{algo}-{kind}", outcome.policy.to(dev), "learned",
                                  f"trained {outcome.steps_done} steps, best at "

@@ -142,10 +142,13 @@ def run(argv: list[str] | None = None) -> int:
     from oprl.evaluate import format_table
 
     if args.command == "train":
+        hyper = parse_sets(args.hyper)
+        steps = hyper.pop("steps", None) if args.steps is None else args.steps
+        hyper.pop("steps", None)  # --steps wins over --hyper steps=...
         outcome = api.train(args.scenario, parse_sets(args.set), algo=args.algo,
-                            policy=args.policy, steps=args.steps, device=args.device,
+                            policy=args.policy, steps=steps, device=args.device,
                             out=args.out, resume=args.resume, seed=args.seed, progress=True,
-                            **parse_sets(args.hyper))
+                            **hyper)
         last = outcome.history[-1]
         key = api.dev_key(outcome.history)
         print(f"run: {outcome.run_dir}  steps: {outcome.steps_done}  best {key.replace('_', ' ')} "

@@ -7,9 +7,11 @@ use (`oprl list` stays fast; one domain's optional dependency never breaks anoth
   `oprl.core.Simulator` (metric, episode windows, capabilities); the factory's own arguments
   and, through a ``**kw``, the fields of that class's ``Params`` are the scenario's parameters;
 - ``policies[name](sim, **policy_kwargs) -> nn.Module`` (observation -> action);
-- ``algorithms[name]``: a trainer on the shared loop (docs/algorithms.md); it declares the
-  simulator capabilities it needs with `oprl.core.requires`, and `register` refuses a scenario
-  whose simulator lacks one;
+- ``algorithms[name](sim, policy, settings, *, seed, device, callback, start_state, progress)``:
+  a trainer on the shared loop (docs/algorithms.md) whose ``settings`` parameter is annotated
+  with its settings dataclass (``train_defaults`` and ``--hyper`` are checked against it); it
+  declares the simulator capabilities it needs with `oprl.core.requires`, and `register` refuses
+  a scenario whose simulator lacks one;
 - ``heuristics(sim, trace, warmup) -> {name: (policy, status)}`` (fitted on training traces);
   ``references(sim, trace, warmup) -> list[SolverResult]`` (on the evaluation trace itself).
 """

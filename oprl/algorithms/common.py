@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -13,18 +12,6 @@ from torch import nn
 
 DEV_SEED_OFFSET = 1_000_003
 
-
-@dataclass
-class RewardResult:
-    """A reward-maximising trainer's outcome: best-on-dev weights (already loaded into the
-    policy) and the training history."""
-
-    policy: nn.Module
-    best_dev_reward: float
-    best_step: int
-    history: list[dict[str, float]] = field(default_factory=list)
-    steps_done: int = 0
-    wall_s: float = 0.0
 
 STEP_SEED_STRIDE = 7_919
 

@@ -16,31 +16,27 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from oprl.algorithms.common import DEV_SEED_OFFSET, invoke_callback, step_seed
+from oprl.algorithms.common import DEV_SEED_OFFSET, step_seed
+from oprl.algorithms.loop import (
+    Algorithm,
+    Evaluation,
+    TrainingLoop,
+    TrainResult,
+    resolve_settings,
+    run_loop,
+)
+from oprl.algorithms.settings import LoopSettings, require
 from oprl.core import Constrained, Simulator, Trace, requires, resolve_device
 
 LOG_FLOOR = math.log(1e-12)
 DUAL_SEED_OFFSET = 2_000_029  # the multipliers' on-policy samples (dual_source='sample')
-
-
-@dataclass
-class ConstrainedResult:
-    """Best-on-dev weights (loaded into ``policy``) and the training history."""
-
-    policy: nn.Module
-    best_step: int
-    history: list[dict[str, float]] = field(default_factory=list)
-    steps_done: int = 0
-    wall_s: float = 0.0
-    multipliers: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -229,86 +225,169 @@ def _shortfall(values: Tensor, thr: Tensor) -> float:
     return float(((thr - values) / thr.clamp_min(1e-9)).clamp_min(0).sum())
 
 
-class _Run:
-    """Shared bookkeeping: traces per step, dev evaluation, history, best weights, resume."""
+def feasible_shortfall(vals: Tensor, se: Tensor, thr: Tensor, *, dev_z: float,
+                       tolerance: float) -> float:
+    """Total relative shortfall of the dev estimates ``vals`` ``[1 + K]``, less ``dev_z``
+    standard errors, below threshold x (1 - tolerance): 0 when every constraint is met with
+    that confidence."""
+    return _shortfall(vals[1:] - dev_z * se[1:], thr * (1 - tolerance))
 
-    def __init__(self, sim, policy, *, seed, device, batch_size, horizon, dev_episodes,
-                 eval_every, lr, critic_lr, start_state, extra_nets: dict[str, nn.Module],
-                 tolerance: float = 0.0, dev_z: float = 0.0, dev_values: str = "expected",
-                 dual_episodes: int = 0, average: float = 0.0):
-        self.sim, self.policy, self.seed = sim, policy, seed
-        if not 0 <= average < 1:
-            raise ValueError(f"average: must lie in [0, 1), got {average}")
-        self.average = float(average)
-        if not 0 <= tolerance < 1:
-            raise ValueError(f"tolerance: must lie in [0, 1), got {tolerance}")
-        if not (math.isfinite(dev_z) and dev_z >= 0):
-            raise ValueError(f"dev_z: must be a finite number >= 0, got {dev_z}")
-        if dev_values not in ("expected", "realised"):
-            raise ValueError(f"dev_values: {dev_values!r}; allowed 'expected', 'realised'")
-        self.tolerance, self.dev_z = float(tolerance), float(dev_z)
-        self.realised = dev_values == "realised"
-        self.names, self.thr = _signals(sim)
+
+@dataclass(frozen=True)
+class ConstrainedSettings(LoopSettings):
+    """What TSCAC and RCPO share (see `train_tscac` for their meaning)."""
+
+    steps: int = 200
+    eval_every: int = 10
+    batch_size: int = 256
+    horizon: int | None = None
+    lr: float = 3e-3
+    critic_lr: float = 1e-2
+    explore: float = 0.1
+    margin: float = 0.02
+    dual_source: str = "batch"
+    dual_episodes: int = 1024
+    tolerance: float = 0.0
+    dev_z: float = 0.0
+    dev_values: str = "expected"
+    average: float = 0.0
+    critic_iters: int = 30
+    actor_iters: int = 10
+    minibatch: int = 512
+    gamma: float = 1.0
+    dev_episodes: int = 512
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.dual_source in ("batch", "dev", "sample"), "dual_source",
+                "'batch', 'sample' or 'dev'", self.dual_source)
+        require(self.dual_source != "sample" or self.dual_episodes >= 2, "dual_episodes",
+                "an integer >= 2 with dual_source='sample'", self.dual_episodes)
+        require(0 <= self.average < 1, "average", "a number in [0, 1)", self.average)
+        require(0 <= self.tolerance < 1, "tolerance", "a number in [0, 1)", self.tolerance)
+        require(self.dev_z >= 0, "dev_z", "a finite number >= 0", self.dev_z)
+        require(self.dev_values in ("expected", "realised"), "dev_values",
+                "'expected' or 'realised'", self.dev_values)
+        require(0 <= self.explore <= 1, "explore", "a number in [0, 1]", self.explore)
+        require(0 <= self.gamma <= 1, "gamma", "a number in [0, 1]", self.gamma)
+        for name in ("batch_size", "dev_episodes", "critic_iters", "actor_iters", "minibatch"):
+            require(getattr(self, name) >= 1, name, "an integer >= 1", getattr(self, name))
+        require(self.horizon is None or self.horizon >= 1, "horizon", "an integer >= 1 or null",
+                self.horizon)
+        for name in ("lr", "critic_lr"):
+            require(getattr(self, name) > 0, name, "a number > 0", getattr(self, name))
+
+
+@dataclass(frozen=True)
+class TSCACSettings(ConstrainedSettings):
+    """TSCAC's hyper-parameters (`train_tscac`)."""
+
+    stage1_fraction: float = 0.3
+    reeval_fraction: float = 0.0
+    stage1_tau: float = 0.01
+    damping: float = 0.7
+    lam_init: float | None = None
+    lam_lr: float = 0.3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0 < self.stage1_fraction < 1, "stage1_fraction", "a number in (0, 1)",
+                self.stage1_fraction)
+        require(0 <= self.reeval_fraction <= 1, "reeval_fraction", "a number in [0, 1]",
+                self.reeval_fraction)
+        require(self.stage1_tau > 0, "stage1_tau", "a number > 0", self.stage1_tau)
+        require(0 < self.damping <= 1, "damping", "a number in (0, 1]", self.damping)
+        require(self.lam_init is None or self.lam_init > 0, "lam_init", "a number > 0 or null",
+                self.lam_init)
+
+
+@dataclass(frozen=True)
+class RCPOSettings(ConstrainedSettings):
+    """RCPO's hyper-parameters (`train_rcpo`)."""
+
+    tau: float = 0.1
+    mu_lr: float = 0.05
+    mu_kp: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.tau > 0, "tau", "a number > 0", self.tau)
+        require(self.mu_lr >= 0, "mu_lr", "a number >= 0", self.mu_lr)
+        require(self.mu_kp >= 0, "mu_kp", "a number >= 0", self.mu_kp)
+
+
+class _Constrained(Algorithm):
+    """What TSCAC and RCPO share: traces per step, the optional moving average of the actor,
+    dev and dual estimates, and the dev evaluation with its feasibility-first selection key.
+    The loop keeps ``scale``, the multipliers and ``avg_on`` in ``loop.extra``."""
+
+    evaluate_at_start = False  # the first evaluation comes after stage one / the first step
+
+    def __init__(self, sim: Simulator, policy: nn.Module, s: ConstrainedSettings, *, seed: int,
+                 device: str | torch.device | None, extra_nets: dict[str, nn.Module]):
+        self.sim, self.policy, self.s, self.seed = sim, policy, s, seed
+        self.realised = s.dev_values == "realised"
         self.compact = bool(sim.independent_rows)
-        self.dev = resolve_device(device)
-        self.horizon = int(horizon if horizon is not None else sim.horizon)
-        self.batch_size, self.eval_every = int(batch_size), int(eval_every)
-        self.dual_episodes = int(dual_episodes)
-        if self.batch_size < 1 or self.eval_every < 1 or self.horizon < 1 or dev_episodes < 1:
-            raise ValueError("batch_size, eval_every, dev_episodes and horizon must be >= 1")
-        self.avg = copy.deepcopy(policy) if self.average > 0 else None
+        self.device = resolve_device(device)
+        self.names, self.thr = _signals(sim)
+        self.horizon = int(s.horizon if s.horizon is not None else sim.horizon)
+        self.avg = copy.deepcopy(policy) if s.average > 0 else None
         self.nets = {"policy": policy, **extra_nets,
                      **({"avg": self.avg} if self.avg is not None else {})}
         for net in self.nets.values():
-            net.to(self.dev)
-        self.opts = {k: torch.optim.Adam(n.parameters(), lr=critic_lr if k.startswith("q") else lr)
+            net.to(self.device)
+        self.opts = {k: torch.optim.Adam(n.parameters(), lr=s.critic_lr if k.startswith("q")
+                                         else s.lr)
                      for k, n in self.nets.items() if k != "avg"}
-        self.dev_trace = sim.sample_trace(dev_episodes, self.horizon, seed=seed + DEV_SEED_OFFSET,
-                                          device=self.dev)
-        self.state = {"step": 0, "history": [], "best_state": None, "best_key": None,
-                      "best_step": 0, "scale": None, "extra": {}}
-        self.start_time = time.perf_counter()
-        if start_state is not None:
-            self.state = copy.deepcopy({k: v for k, v in start_state.items()
-                                        if k not in ("nets", "opts")})
-            for k, net in self.nets.items():
-                net.load_state_dict(start_state["nets"][k])
-            for k, opt in self.opts.items():
-                opt.load_state_dict(start_state["opts"][k])
-            self.start_time -= self.state.get("wall_s", 0.0)
+        self.dev_trace = sim.sample_trace(s.dev_episodes, self.horizon,
+                                          seed=seed + DEV_SEED_OFFSET, device=self.device)
+        self.pending: dict[str, Any] = {}  # what the last step left for its evaluation
+
+    def modules(self) -> dict[str, nn.Module]:
+        return self.nets
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return self.opts
+
+    def begin(self, loop: TrainingLoop) -> None:
+        self.loop, self.extra = loop, loop.extra
 
     def trace(self, step: int) -> Trace:
-        return self.sim.sample_trace(self.batch_size, self.horizon, seed=step_seed(self.seed, step),
-                                     device=self.dev)
+        return self.sim.sample_trace(self.s.batch_size, self.horizon,
+                                     seed=step_seed(self.seed, step), device=self.device)
 
     def scale(self) -> Tensor:
         """Normalisers: the thresholds for signals, the first batch's mean main total."""
-        if self.state["scale"] is None:
+        if self.extra.get("scale") is None:
             uniform = collect(self.sim, self.policy, self.trace(-1), self.names,
                               torch.ones(1 + len(self.names)))
             main = float(uniform.totals[:, 0].abs().mean().clamp_min(1e-6))
-            self.state["scale"] = [main, *[max(float(v), 1e-6) for v in self.thr]]
-        return torch.tensor(self.state["scale"])
+            self.extra["scale"] = [main, *[max(float(v), 1e-6) for v in self.thr]]
+        return torch.tensor(self.extra["scale"])
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {"multipliers": list(self.extra.get("lam", []))}
 
     @property
     def kept(self) -> nn.Module:
         """The policy that dev evaluation judges and selection keeps: the actor, or with
         ``average > 0`` the exponential moving average of its weights over the steps since
         `average_step` was first called (smooths the step-to-step swings of the actor)."""
-        return self.avg if self.avg is not None and self.state["extra"].get("avg_on") else self.policy
+        return self.avg if self.avg is not None and self.extra.get("avg_on") else self.policy
 
     def average_step(self) -> None:
         """Fold the actor's current weights into the moving average (the first call copies)."""
         if self.avg is None:
             return
         with torch.no_grad():
-            started = self.state["extra"].get("avg_on", False)
+            started = self.extra.get("avg_on", False)
             for a, p in zip(self.avg.state_dict().values(), self.policy.state_dict().values()):
                 if started and a.is_floating_point():
-                    a.lerp_(p, 1.0 - self.average)
+                    a.lerp_(p, 1.0 - self.s.average)
                 else:
                     a.copy_(p)
-        self.state["extra"]["avg_on"] = True
+        self.extra["avg_on"] = True
 
     def dev_values(self, actor: nn.Module) -> tuple[Tensor, Tensor]:
         """Monte-Carlo dev totals of ``actor`` and their standard errors (`estimate_totals`)."""
@@ -318,57 +397,44 @@ class _Run:
     def dual_values(self, actor: nn.Module, step: int) -> Tensor:
         """Fresh on-policy totals of ``actor`` (``dual_episodes`` episodes of their own seed,
         apart from training, dev and evaluation traces) for the multipliers' update."""
-        trace = self.sim.sample_trace(self.dual_episodes, self.horizon,
+        trace = self.sim.sample_trace(self.s.dual_episodes, self.horizon,
                                       seed=step_seed(self.seed + DUAL_SEED_OFFSET, step),
-                                      device=self.dev)
+                                      device=self.device)
         return estimate_totals(self.sim, actor, trace, self.names, realised=self.realised,
                                compact=self.compact)[0]
 
-    def feasible_shortfall(self, vals: Tensor, se: Tensor) -> float:
-        """Total relative shortfall of the dev estimates, less ``dev_z`` standard errors, below
-        threshold x (1 - tolerance): 0 when every constraint is met with that confidence."""
-        return _shortfall(vals[1:] - self.dev_z * se[1:], self.thr * (1 - self.tolerance))
+    def dual_estimate(self, step: int, batch: Batch) -> Tensor:
+        """The signal totals ``[K]`` the multipliers follow (``dual_source``); with 'dev' the
+        dev estimate is also offered for selection and reused by the step's evaluation."""
+        if self.s.dual_source == "sample":
+            return self.dual_values(self.policy, step)[1:]
+        if self.s.dual_source == "dev":
+            vals, se = self.dev_values(self.kept)
+            self.loop.offer(step, self.judge(vals, se, self.kept, True, {}))
+            self.pending["dev"] = (vals, se)
+            return vals[1:]
+        return batch.totals.mean(0)[1:]
 
-    def consider(self, step: int, vals: Tensor, se: Tensor) -> None:
-        """Keep the policy's weights if ``vals`` (its dev totals) beat the best so far: feasible
-        (`feasible_shortfall` 0) first, then the highest main return."""
-        short = self.feasible_shortfall(vals, se)
-        key = (short > 0, short, -float(vals[0]))
-        if self.state["best_key"] is None or key < tuple(self.state["best_key"]):
-            self.state.update(best_key=list(key), best_step=step, best_state={
-                k: v.detach().clone() for k, v in self.kept.state_dict().items()})
+    def judge(self, vals: Tensor, se: Tensor, actor: nn.Module, selectable: bool,
+              columns: dict[str, float]) -> Evaluation:
+        """Selection key: feasible (`feasible_shortfall` 0) first, then the highest main return
+        (else the smallest shortfall)."""
+        short = feasible_shortfall(vals, se, self.thr, dev_z=self.s.dev_z,
+                                   tolerance=self.s.tolerance)
+        return Evaluation(float(vals[0]), columns, selectable=selectable,
+                          key=(short > 0, short, -float(vals[0])), weights=actor)
 
-    def record(self, step: int, stage: int, actor: nn.Module, selectable: bool,
-               extra: dict[str, float], callback,
-               dev: tuple[Tensor, Tensor] | None = None) -> None:
-        vals, se = self.dev_values(actor) if dev is None else dev
-        feasible = self.feasible_shortfall(vals, se) == 0
-        row = {"step": step, "stage": stage, "dev_reward": float(vals[0]),
-               "dev_feasible": float(feasible), "wall_s": time.perf_counter() - self.start_time,
-               "dev_reward_se": float(se[0]),
-               **{f"dev_{n}": float(v) for n, v in zip(self.names, vals[1:])},
-               **{f"dev_{n}_se": float(v) for n, v in zip(self.names, se[1:])},
-               **_reported_exact(self.sim, actor, self.names, self.horizon), **extra}
-        self.state["history"].append(row)
-        if selectable:
-            self.consider(step, vals, se)
-        if callback is not None:
-            invoke_callback(callback, step, self.policy, self.opts["policy"], self.state["history"],
-                  self.snapshot)
-
-    def snapshot(self) -> dict[str, Any]:
-        snap = copy.deepcopy(self.state)
-        snap["wall_s"] = time.perf_counter() - self.start_time
-        snap["nets"] = {k: copy.deepcopy(n.state_dict()) for k, n in self.nets.items()}
-        snap["opts"] = {k: copy.deepcopy(o.state_dict()) for k, o in self.opts.items()}
-        return snap
-
-    def finish(self) -> ConstrainedResult:
-        if self.state["best_state"] is not None:
-            self.policy.load_state_dict(self.state["best_state"])
-        return ConstrainedResult(self.policy, self.state["best_step"], self.state["history"],
-                                 self.state["step"], time.perf_counter() - self.start_time,
-                                 list(self.state["extra"].get("lam", [])))
+    def evaluate(self, step: int) -> Evaluation:
+        stage, actor = self.pending["stage"], self.pending["actor"]
+        vals, se = self.pending.pop("dev", None) or self.dev_values(actor)
+        feasible = feasible_shortfall(vals, se, self.thr, dev_z=self.s.dev_z,
+                                      tolerance=self.s.tolerance) == 0
+        columns = {"stage": stage, "dev_feasible": float(feasible), "dev_reward_se": float(se[0]),
+                   **{f"dev_{n}": float(v) for n, v in zip(self.names, vals[1:])},
+                   **{f"dev_{n}_se": float(v) for n, v in zip(self.names, se[1:])},
+                   **_reported_exact(self.sim, actor, self.names, self.horizon),
+                   **self.pending["columns"]}
+        return self.judge(vals, se, self.kept, stage == 2, columns)
 
 
 def _reported_exact(sim: Simulator, actor: nn.Module, names: tuple[str, ...],
@@ -396,166 +462,171 @@ def _gen(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(step_seed(seed + 17, step))
 
 
+class TSCAC(_Constrained):
+    """Stage one: each signal's own actor and critic; stage two: the main critic and the
+    geometric mixture of the stage-one policies tilted by it (module docstring)."""
+
+    def __init__(self, sim: Simulator, policy: nn.Module, s: TSCACSettings, *, seed: int,
+                 device: str | torch.device | None):
+        k_n = len(_signals(sim)[0])
+        self.aux = {f"aux{k}": _fresh_copy(policy, seed * 101 + k) for k in range(k_n)}
+        self.critics = {f"q{j}": _fresh_copy(policy, seed * 101 + 50 + j)
+                        for j in range(1 + k_n)}
+        super().__init__(sim, policy, s, seed=seed, device=device,
+                         extra_nets={**self.aux, **self.critics})
+
+    def begin(self, loop: TrainingLoop) -> None:
+        super().begin(loop)
+        s, k_n = self.s, len(self.names)
+        per_signal = self.extra.setdefault(  # fixed at the start: a resumed run keeps it
+            "per_signal", max(1, int(s.steps * s.stage1_fraction) // k_n))
+        self.per_signal, self.stage1_end = per_signal, per_signal * k_n
+        self.reeval_start = s.steps - int(round(s.reeval_fraction
+                                                * max(s.steps - self.stage1_end, 0)))
+        self.norm = self.scale()
+        lam0 = 0.5 * s.stage1_tau if s.lam_init is None else s.lam_init
+        self.lam = self.extra.setdefault("lam", [lam0] * k_n)
+
+    def evaluate_now(self, step: int) -> bool:
+        return step == self.stage1_end
+
+    def update(self, step: int, seed: int) -> dict[str, float]:
+        s, sim, names, k_n = self.s, self.sim, self.names, len(self.names)
+        gen = _gen(self.seed, step)
+        self.pending = {}
+        if step < self.stage1_end:  # stage one: signal k's own policy and critic
+            k = step // self.per_signal
+            actor, critic = self.aux[f"aux{k}"], self.critics[f"q{k + 1}"]
+            batch = collect(sim, actor, self.trace(step), names, self.norm, s.explore)
+            fit_critic_td(critic, self.opts[f"q{k + 1}"], batch, _unit(k + 1, k_n), actor,
+                          s.critic_iters, s.minibatch, gen, s.gamma)
+            target = torch.softmax(_logp(actor, batch.obs) + _q(critic, batch.obs)
+                                   / s.stage1_tau, -1)
+            fit_actor(actor, self.opts[f"aux{k}"], batch.obs, target, s.actor_iters,
+                      s.minibatch, gen)
+            self.pending.update(stage=1, actor=actor, columns={"signal": float(k)})
+            return {}
+        # stage two: main critic, geometric mixture of stage one tilted by it
+        policy, lam = self.policy, self.lam
+        batch = collect(sim, policy, self.trace(step), names, self.norm, s.explore)
+        refit = range(1 + k_n) if step >= self.reeval_start else range(1)
+        for j in refit:  # the main critic, and the signals' in the re-estimation phase
+            fit_critic_td(self.critics[f"q{j}"], self.opts[f"q{j}"], batch, _unit(j, k_n),
+                          policy, s.critic_iters, s.minibatch, gen, s.gamma)
+        total = float(sum(lam))
+        logits = _q(self.critics["q0"], batch.obs) / total
+        for j in range(k_n):  # log pi_j of the Boltzmann policy of critic j
+            log_pi = torch.log_softmax(_q(self.critics[f"q{j + 1}"], batch.obs) / s.stage1_tau,
+                                       -1)
+            logits = logits + (lam[j] / total) * log_pi
+        logits = s.damping * logits + (1 - s.damping) * _logp(policy, batch.obs)
+        fit_actor(policy, self.opts["policy"], batch.obs, torch.softmax(logits, -1),
+                  s.actor_iters, s.minibatch, gen)
+        self.average_step()
+        got = self.dual_estimate(step + 1, batch)
+        want = self.thr * (1 + s.margin)
+        violation = ((want - got) / want.clamp_min(1e-9)).clamp(-1.0, 1.0)
+        lam[:] = (torch.tensor(lam) * torch.exp(s.lam_lr * violation)).clamp(1e-4, 1e3).tolist()
+        self.pending.update(stage=2, actor=self.kept,
+                            columns={f"lam_{n}": v for n, v in zip(names, lam)})
+        return {}
+
+
+class RCPO(_Constrained):
+    """One critic of the penalised return, multipliers by projected (PID) dual ascent."""
+
+    def __init__(self, sim: Simulator, policy: nn.Module, s: RCPOSettings, *, seed: int,
+                 device: str | torch.device | None):
+        _signals(sim)
+        self.critic = _fresh_copy(policy, seed * 101 + 50)
+        super().__init__(sim, policy, s, seed=seed, device=device,
+                         extra_nets={"q": self.critic})
+
+    def begin(self, loop: TrainingLoop) -> None:
+        super().begin(loop)
+        k_n = len(self.names)
+        self.norm = self.scale()
+        self.mu = self.extra.setdefault("lam", [0.0] * k_n)
+        self.integral = self.extra.setdefault("mu_integral", [0.0] * k_n)
+
+    def update(self, step: int, seed: int) -> dict[str, float]:
+        s, policy, mu, integral = self.s, self.policy, self.mu, self.integral
+        gen = _gen(self.seed, step)
+        self.pending = {}
+        batch = collect(self.sim, policy, self.trace(step), self.names, self.norm, s.explore)
+        weights = torch.tensor([1.0, *mu]) / (1.0 + sum(mu))  # comparable scale as mu grows
+        fit_critic_td(self.critic, self.opts["q"], batch, weights, policy, s.critic_iters,
+                      s.minibatch, gen, s.gamma)
+        target = torch.softmax(_logp(policy, batch.obs) + _q(self.critic, batch.obs) / s.tau, -1)
+        fit_actor(policy, self.opts["policy"], batch.obs, target, s.actor_iters, s.minibatch, gen)
+        self.average_step()
+        got = self.dual_estimate(step + 1, batch)
+        want = self.thr * (1 + s.margin)
+        violation = (want - got) / want.clamp_min(1e-9)
+        integral[:] = (torch.tensor(integral) + s.mu_lr * violation).clamp_min(0.0).tolist()
+        mu[:] = (torch.tensor(integral) + s.mu_kp * violation).clamp_min(0.0).tolist()
+        self.pending.update(stage=2, actor=self.kept,
+                            columns={f"mu_{n}": v for n, v in zip(self.names, mu)})
+        return {}
+
+
 @requires(Constrained)
 def train_tscac(
     sim: Simulator,
     policy: nn.Module,
+    settings: TSCACSettings | None = None,
     *,
-    steps: int = 200,
-    stage1_fraction: float = 0.3,
-    reeval_fraction: float = 0.0,
-    batch_size: int = 256,
-    horizon: int | None = None,
-    lr: float = 3e-3,
-    critic_lr: float = 1e-2,
-    stage1_tau: float = 0.01,
-    damping: float = 0.7,
-    explore: float = 0.1,
-    lam_init: float | None = None,
-    lam_lr: float = 0.3,
-    margin: float = 0.02,
-    dual_source: str = "batch",
-    dual_episodes: int = 1024,
-    tolerance: float = 0.0,
-    dev_z: float = 0.0,
-    dev_values: str = "expected",
-    average: float = 0.0,
-    critic_iters: int = 30,
-    actor_iters: int = 10,
-    minibatch: int = 512,
-    gamma: float = 1.0,
-    dev_episodes: int = 512,
-    eval_every: int = 10,
     seed: int = 0,
     device: str | torch.device | None = "cpu",
     callback: Callable[..., Any] | None = None,
     start_state: dict[str, Any] | None = None,
-) -> ConstrainedResult:
-    """Two-stage constrained actor-critic. ``steps`` counts on-policy iterations of both stages;
-    ``stage1_fraction`` of them go to stage one, split equally over the signals. Stage two moves
-    ``damping`` of the way (in log space) from the actor to the closed-form mixture each step;
-    in its last ``reeval_fraction`` the signal critics are re-estimated for the current actor.
-    The multipliers follow the estimate ``dual_source`` names ('batch', 'sample' or 'dev'),
-    aiming at threshold x (1 + ``margin``); selection counts a threshold as met when
-    ``estimate - dev_z x s.e. >= threshold x (1 - tolerance)``; ``average > 0`` judges an
-    exponential moving average of the actor's weights instead. Training explores with
-    probability ``explore``; ``lam_init`` defaults to ``stage1_tau / 2``. Each option's meaning
-    and why: docs/recsys.md, "Constrained actor-critic"."""
-    if not 0 < stage1_fraction < 1:
-        raise ValueError(f"stage1_fraction: must lie in (0, 1), got {stage1_fraction}")
-    if not 0 <= reeval_fraction <= 1:
-        raise ValueError(f"reeval_fraction: must lie in [0, 1], got {reeval_fraction}")
-    _check_dual_source(dual_source, dual_episodes)
-    names, _ = _signals(sim)
-    k_n = len(names)
-    aux = {f"aux{k}": _fresh_copy(policy, seed * 101 + k) for k in range(k_n)}
-    critics = {f"q{j}": _fresh_copy(policy, seed * 101 + 50 + j) for j in range(1 + k_n)}
-    run = _Run(sim, policy, seed=seed, device=device, batch_size=batch_size, horizon=horizon,
-               dev_episodes=dev_episodes, eval_every=eval_every, lr=lr, critic_lr=critic_lr,
-               start_state=start_state, tolerance=tolerance, dev_z=dev_z, dev_values=dev_values,
-               dual_episodes=dual_episodes, average=average, extra_nets={**aux, **critics})
-    per_signal = run.state["extra"].setdefault(  # fixed at the start: a resumed run keeps it
-        "per_signal", max(1, int(steps * stage1_fraction) // k_n))
-    stage1_end = per_signal * k_n
-    reeval_start = steps - int(round(reeval_fraction * max(steps - stage1_end, 0)))
-    scale = run.scale()
-    lam0 = 0.5 * stage1_tau if lam_init is None else lam_init
-    lam = run.state["extra"].setdefault("lam", [lam0] * k_n)
-    while run.state["step"] < steps:
-        step = run.state["step"]
-        gen = _gen(seed, step)
-        dev = None
-        if step < stage1_end:  # stage one: signal k's own policy and critic
-            k = step // per_signal
-            actor, critic = aux[f"aux{k}"], critics[f"q{k + 1}"]
-            batch = collect(sim, actor, run.trace(step), names, scale, explore)
-            fit_critic_td(critic, run.opts[f"q{k + 1}"], batch, _unit(k + 1, k_n), actor,
-                          critic_iters, minibatch, gen, gamma)
-            target = torch.softmax(_logp(actor, batch.obs) + _q(critic, batch.obs) / stage1_tau, -1)
-            fit_actor(actor, run.opts[f"aux{k}"], batch.obs, target, actor_iters, minibatch, gen)
-            extra = {"signal": float(k)}
-        else:  # stage two: main critic, geometric mixture of stage one tilted by it
-            batch = collect(sim, policy, run.trace(step), names, scale, explore)
-            refit = range(1 + k_n) if step >= reeval_start else range(1)
-            for j in refit:  # the main critic, and the signals' in the re-estimation phase
-                fit_critic_td(critics[f"q{j}"], run.opts[f"q{j}"], batch, _unit(j, k_n), policy,
-                              critic_iters, minibatch, gen, gamma)
-            total = float(sum(lam))
-            logits = _q(critics["q0"], batch.obs) / total
-            for j in range(k_n):  # log pi_j of the Boltzmann policy of critic j
-                log_pi = torch.log_softmax(_q(critics[f"q{j + 1}"], batch.obs) / stage1_tau, -1)
-                logits = logits + (lam[j] / total) * log_pi
-            logits = damping * logits + (1 - damping) * _logp(policy, batch.obs)
-            fit_actor(policy, run.opts["policy"], batch.obs, torch.softmax(logits, -1),
-                      actor_iters, minibatch, gen)
-            run.average_step()
-            got, dev = _dual_estimate(run, step + 1, dual_source, batch)
-            want = run.thr * (1 + margin)
-            violation = ((want - got) / want.clamp_min(1e-9)).clamp(-1.0, 1.0)
-            lam[:] = (torch.tensor(lam) * torch.exp(lam_lr * violation)).clamp(1e-4, 1e3).tolist()
-            extra = {f"lam_{n}": v for n, v in zip(names, lam)}
-        run.state["step"] = step + 1
-        done = run.state["step"]
-        if done % run.eval_every == 0 or done in (stage1_end, steps):
-            stage = 1 if step < stage1_end else 2
-            shown = aux[f"aux{step // per_signal}"] if stage == 1 else run.kept
-            run.record(done, stage, shown, stage == 2, extra, callback, dev)
-    return run.finish()
+    progress: bool = False,
+    **overrides: Any,
+) -> TrainResult:
+    """Two-stage constrained actor-critic. ``steps`` counts on-policy iterations of both
+    stages; ``stage1_fraction`` of them go to stage one, split equally over the signals.
+    Stage-one actors improve by ``pi_k <- pi_k exp(Q_k / stage1_tau)`` (KL-regularised
+    policy iteration) and stage two mixes their Boltzmann policies ``softmax(Q_k /
+    stage1_tau)`` (exact log-probabilities at any sharpness); stage two moves ``damping`` of
+    the way (in log space) from the current actor to the closed-form mixture each step.
+    In the last ``reeval_fraction`` of stage two the signal critics ``Q_k`` are re-estimated
+    for the current actor (expected SARSA on its batches, warm-started from stage one), so
+    the mixture's anchors ``softmax(Q_k / stage1_tau)`` become the improvement directions of
+    each signal from where the actor is; 0 keeps the stage-one anchors throughout.
+    ``lam_init`` defaults to ``stage1_tau / 2`` (multipliers ``lam_k / stage1_tau`` of 0.5).
+    Training episodes explore: with probability ``explore`` the item is uniform.
 
-
-def _check_dual_source(dual_source: str, dual_episodes: int) -> None:
-    if dual_source not in ("batch", "dev", "sample"):
-        raise ValueError(f"dual_source: {dual_source!r}; allowed 'batch', 'sample', 'dev'")
-    if dual_source == "sample" and dual_episodes < 2:
-        raise ValueError(f"dual_episodes: must be >= 2 with dual_source='sample', "
-                         f"got {dual_episodes}")
-
-
-def _dual_estimate(run: _Run, step: int, dual_source: str,
-                   batch: Batch) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
-    """The signal totals ``[K]`` the multipliers follow, and the dev estimate when it was
-    computed (``dual_source='dev'``: then also offered for selection)."""
-    if dual_source == "sample":
-        return run.dual_values(run.policy, step)[1:], None
-    if dual_source == "dev":
-        vals, se = run.dev_values(run.kept)
-        run.consider(step, vals, se)
-        return vals[1:], (vals, se)
-    return batch.totals.mean(0)[1:], None
+    The multipliers ``lam_k`` move each stage-two step on an estimate of the actor's signal
+    totals, aiming at threshold x (1 + ``margin``): ``dual_source='batch'`` the training
+    batch (exploring), ``'sample'`` a fresh on-policy Monte-Carlo sample of
+    ``dual_episodes`` episodes, ``'dev'`` the dev estimate (then every stage-two step is
+    also considered for selection). Selection: the dev estimates (Monte-Carlo on
+    ``dev_episodes`` dev episodes, `estimate_totals`; ``dev_values='realised'`` counts the
+    realised signals instead of their per-step expectations) count a threshold as met when
+    ``estimate - dev_z x s.e. >= threshold x (1 - tolerance)``. With ``average > 0`` dev
+    evaluation and selection judge the exponential moving average (decay ``average`` per
+    stage-two step) of the actor's weights instead of the actor itself: an average of the
+    last policies, steadier than any one of them (``dual_source='dev'`` then moves the
+    multipliers on the average too; the other sources follow the actor)."""
+    s = resolve_settings(TSCACSettings, settings, overrides, "tscac")
+    return run_loop(TSCAC(sim, policy, s, seed=seed, device=device), s, metric="dev_reward",
+                    maximise=True, seed=seed, callback=callback, start_state=start_state,
+                    progress=progress)
 
 
 @requires(Constrained)
 def train_rcpo(
     sim: Simulator,
     policy: nn.Module,
+    settings: RCPOSettings | None = None,
     *,
-    steps: int = 200,
-    batch_size: int = 256,
-    horizon: int | None = None,
-    lr: float = 3e-3,
-    critic_lr: float = 1e-2,
-    tau: float = 0.1,
-    explore: float = 0.1,
-    mu_lr: float = 0.05,
-    mu_kp: float = 0.0,
-    margin: float = 0.02,
-    dual_source: str = "batch",
-    dual_episodes: int = 1024,
-    tolerance: float = 0.0,
-    dev_z: float = 0.0,
-    dev_values: str = "expected",
-    average: float = 0.0,
-    critic_iters: int = 30,
-    actor_iters: int = 10,
-    minibatch: int = 512,
-    gamma: float = 1.0,
-    dev_episodes: int = 512,
-    eval_every: int = 10,
     seed: int = 0,
     device: str | torch.device | None = "cpu",
     callback: Callable[..., Any] | None = None,
     start_state: dict[str, Any] | None = None,
-) -> ConstrainedResult:
+    progress: bool = False,
+    **overrides: Any,
+) -> TrainResult:
     """Lagrangian actor-critic (RCPO): one critic of the penalised return
     ``main + sum_k mu_k signal_k`` (normalised units), the actor moved towards
     ``pi * exp(Q / tau)`` (exploring as in `train_tscac`), and ``mu_k >= 0`` by projected
@@ -564,35 +635,7 @@ def train_rcpo(
     adds a proportional term, ``mu = max(0, I + mu_kp x violation)`` with ``I`` the
     integral (PID Lagrangian, Stooke et al. 2020): it damps the multipliers' overshoot
     (pure integration lags the actor and cycles)."""
-    _check_dual_source(dual_source, dual_episodes)
-    names, _ = _signals(sim)
-    k_n = len(names)
-    critic = _fresh_copy(policy, seed * 101 + 50)
-    run = _Run(sim, policy, seed=seed, device=device, batch_size=batch_size, horizon=horizon,
-               dev_episodes=dev_episodes, eval_every=eval_every, lr=lr, critic_lr=critic_lr,
-               start_state=start_state, tolerance=tolerance, dev_z=dev_z, dev_values=dev_values,
-               dual_episodes=dual_episodes, average=average, extra_nets={"q": critic})
-    scale = run.scale()
-    mu = run.state["extra"].setdefault("lam", [0.0] * k_n)
-    integral = run.state["extra"].setdefault("mu_integral", [0.0] * k_n)
-    while run.state["step"] < steps:
-        step = run.state["step"]
-        gen = _gen(seed, step)
-        batch = collect(sim, policy, run.trace(step), names, scale, explore)
-        weights = torch.tensor([1.0, *mu]) / (1.0 + sum(mu))  # comparable scale as mu grows
-        fit_critic_td(critic, run.opts["q"], batch, weights, policy, critic_iters, minibatch,
-                      gen, gamma)
-        target = torch.softmax(_logp(policy, batch.obs) + _q(critic, batch.obs) / tau, -1)
-        fit_actor(policy, run.opts["policy"], batch.obs, target, actor_iters, minibatch, gen)
-        run.average_step()
-        got, dev = _dual_estimate(run, step + 1, dual_source, batch)
-        want = run.thr * (1 + margin)
-        violation = (want - got) / want.clamp_min(1e-9)
-        integral[:] = (torch.tensor(integral) + mu_lr * violation).clamp_min(0.0).tolist()
-        mu[:] = (torch.tensor(integral) + mu_kp * violation).clamp_min(0.0).tolist()
-        run.state["step"] = step + 1
-        done = run.state["step"]
-        if done % run.eval_every == 0 or done == steps:
-            run.record(done, 2, run.kept, True, {f"mu_{n}": v for n, v in zip(names, mu)},
-                       callback, dev)
-    return run.finish()
+    s = resolve_settings(RCPOSettings, settings, overrides, "rcpo")
+    return run_loop(RCPO(sim, policy, s, seed=seed, device=device), s, metric="dev_reward",
+                    maximise=True, seed=seed, callback=callback, start_state=start_state,
+                    progress=progress)

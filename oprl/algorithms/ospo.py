@@ -5,16 +5,12 @@ simulator's exact matcher picks the assignment. Each matched pair's log-probabil
 order's softmax over its candidates (`policies.dispatch.pair_log_prob`). Advantages, no
 critic: OSPO the pair's one-step reward, GRPO the vehicle's discounted reward-to-go, each
 normalised across the pairs matched in the same step of the same episode. PPO's clipped
-ratio over ``epochs`` passes (Adam); best-on-dev weights are kept. Everything random derives
-from ``seed`` and the step, so a resumed run continues exactly. More: docs/dispatch.md,
-"Learned policies and training".
+ratio over ``epochs`` passes (Adam), on the shared loop (`oprl.algorithms.loop`). More:
+docs/dispatch.md, "Learned policies and training".
 """
 
 from __future__ import annotations
 
-import copy
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from oprl.algorithms.common import DEV_SEED_OFFSET, RewardResult, invoke_callback, step_seed
+from oprl.algorithms.common import DEV_SEED_OFFSET
+from oprl.algorithms.loop import Algorithm, Evaluation, TrainResult, resolve_settings, run_loop
+from oprl.algorithms.settings import LoopSettings, require
 from oprl.core import Trace, resolve_device, rollout
 from oprl.policies.dispatch import gumbel_scores, pair_log_prob
 
@@ -130,105 +128,115 @@ def evaluate_reward(sim, policy: nn.Module, trace: Trace) -> tuple[float, float]
     return float(sim.episode_metric(result.rewards, 0).mean()), served
 
 
+@dataclass(frozen=True)
+class OSPOSettings(LoopSettings):
+    """OSPO's and GRPO's hyper-parameters (`train_ospo`). ``advantage``: 'ospo' (one-step)
+    or 'grpo' (discounted reward-to-go, discount ``gamma``); ``epochs`` PPO passes per batch
+    with ratio clip ``clip``; ``temperature`` of the Gumbel noise; ``no_match=True`` adds "no
+    match" to each order's softmax (the policy may then learn to decline; `pair_log_prob`)."""
+
+    steps: int = 40
+    eval_every: int = 5
+    batch_size: int = 8
+    horizon: int | None = None
+    lr: float = 3e-3
+    temperature: float = 0.05
+    epochs: int = 2
+    clip: float = 0.2
+    dev_scenarios: int = 8
+    advantage: str = "ospo"
+    gamma: float = 0.9
+    grad_clip: float | None = 1.0
+    no_match: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.advantage in ("ospo", "grpo"), "advantage", "'ospo' or 'grpo'",
+                self.advantage)
+        require(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
+        require(self.horizon is None or self.horizon >= 1, "horizon", "an integer >= 1 or null",
+                self.horizon)
+        require(self.lr > 0, "lr", "a number > 0", self.lr)
+        require(self.temperature > 0, "temperature", "a number > 0", self.temperature)
+        require(self.epochs >= 1, "epochs", "an integer >= 1", self.epochs)
+        require(0 < self.clip < 1, "clip", "a number in (0, 1)", self.clip)
+        require(self.dev_scenarios >= 1, "dev_scenarios", "an integer >= 1", self.dev_scenarios)
+        require(0 <= self.gamma <= 1, "gamma", "a number in [0, 1]", self.gamma)
+        require(self.grad_clip is None or self.grad_clip > 0, "grad_clip",
+                "a number > 0 or null", self.grad_clip)
+
+
+class OSPO(Algorithm):
+    """PPO-clipped updates of pair scores with critic-free advantages (module docstring)."""
+
+    train_columns = ("train_reward",)
+
+    def __init__(self, sim, policy: nn.Module, s: OSPOSettings, *, seed: int,
+                 device: str | torch.device | None):
+        self.sim, self.policy, self.s = sim, policy, s
+        self.device = dev = resolve_device(device)
+        self.horizon = int(s.horizon or sim.horizon)
+        policy.to(dev)
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=s.lr)
+        self.dev_trace = sim.sample_trace(s.dev_scenarios, self.horizon,
+                                          seed=seed + DEV_SEED_OFFSET, device=dev)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"policy": self.optimizer}
+
+    def update(self, step: int, seed: int) -> dict[str, float]:
+        s, policy = self.s, self.policy
+        trace = self.sim.sample_trace(s.batch_size, self.horizon, seed=seed, device=self.device)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        policy.train()
+        ep = collect(self.sim, policy, trace, s.temperature, gen, s.no_match)
+        adv = ospo_advantages(ep) if s.advantage == "ospo" else grpo_advantages(ep, s.gamma)
+        for _ in range(s.epochs):
+            loss = ppo_loss(policy, ep, adv, s.temperature, s.clip, s.no_match)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if s.grad_clip is not None:
+                nn.utils.clip_grad_norm_(policy.parameters(), s.grad_clip)
+            self.optimizer.step()
+        return {"train_reward": float(ep.episode_reward.mean())}
+
+    def evaluate(self, step: int) -> Evaluation:
+        reward, served = evaluate_reward(self.sim, self.policy, self.dev_trace)
+        return Evaluation(reward, {"dev_served": served})
+
+
+@dataclass(frozen=True)
+class GRPOSettings(OSPOSettings):
+    """`OSPOSettings` with GRPO's advantages by default."""
+
+    advantage: str = "grpo"
+
+
 def train_ospo(
     sim,
     policy: nn.Module,
+    settings: OSPOSettings | None = None,
     *,
-    steps: int = 40,
-    batch_size: int = 8,
-    horizon: int | None = None,
-    lr: float = 3e-3,
-    temperature: float = 0.05,
-    epochs: int = 2,
-    clip: float = 0.2,
-    dev_scenarios: int = 8,
-    eval_every: int = 5,
-    advantage: str = "ospo",
-    gamma: float = 0.9,
-    grad_clip: float | None = 1.0,
-    no_match: bool = False,
     seed: int = 0,
     device: str | torch.device | None = "cpu",
     callback: Callable[..., Any] | None = None,
     start_state: dict[str, Any] | None = None,
-) -> RewardResult:
-    """Train pair scores by OSPO (``advantage='ospo'``) or GRPO (``'grpo'``); see the module
-    docstring. ``no_match=True`` adds "no match" to each order's softmax (the policy may
-    then learn to decline; see `pair_log_prob`). ``callback(step, policy, optimizer, history,
-    state=...)`` after each dev
-    evaluation; ``state`` passed back as ``start_state`` resumes exactly."""
-    if advantage not in ("ospo", "grpo"):
-        raise ValueError(f"advantage: 'ospo' or 'grpo', got {advantage!r}")
-    if steps < 0 or batch_size < 1 or eval_every < 1 or epochs < 1:
-        raise ValueError("steps >= 0, batch_size >= 1, eval_every >= 1, epochs >= 1 required")
-    if temperature <= 0 or not 0 < clip < 1 or not 0 <= gamma <= 1:
-        raise ValueError("temperature > 0, clip in (0, 1) and gamma in [0, 1] are required")
-    dev = resolve_device(device)
-    horizon = int(horizon or sim.params.horizon)
-    policy.to(dev)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
-    dev_trace = sim.sample_trace(dev_scenarios, horizon, seed=seed + DEV_SEED_OFFSET, device=dev)
-    state = _initial_state(policy, optimizer, start_state)
-    start = time.perf_counter() - state["wall_s"]
-    if state["step"] == 0 and state["best_state"] is None:
-        _record(state, 0, float("nan"), *evaluate_reward(sim, policy, dev_trace), policy, start)
-    while state["step"] < steps:
-        s = step_seed(seed, state["step"])
-        trace = sim.sample_trace(batch_size, horizon, seed=s, device=dev)
-        gen = torch.Generator(device=dev).manual_seed(s)
-        policy.train()
-        ep = collect(sim, policy, trace, temperature, gen, no_match)
-        adv = ospo_advantages(ep) if advantage == "ospo" else grpo_advantages(ep, gamma)
-        for _ in range(epochs):
-            loss = ppo_loss(policy, ep, adv, temperature, clip, no_match)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip is not None:
-                nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
-            optimizer.step()
-        state["step"] += 1
-        state["train_rewards"].append(float(ep.episode_reward.mean()))
-        if state["step"] % eval_every == 0 or state["step"] == steps:
-            train_reward = sum(state["train_rewards"]) / len(state["train_rewards"])
-            state["train_rewards"] = []
-            _record(state, state["step"], train_reward, *evaluate_reward(sim, policy, dev_trace),
-                    policy, start)
-            if callback is not None:
-                invoke_callback(callback, state["step"], policy, optimizer, state["history"],
-                      lambda: _snapshot(state, policy, optimizer))
-    policy.load_state_dict(state["best_state"])
-    return RewardResult(policy, state["best_reward"], state["best_step"], state["history"],
-                      state["step"], time.perf_counter() - start)
+    progress: bool = False,
+    **overrides: Any,
+) -> TrainResult:
+    """Train pair scores by OSPO (``advantage='ospo'``) or GRPO (``'grpo'``); returns the
+    best-on-dev weights (highest dev reward). ``settings`` (default `OSPOSettings`) with
+    keyword ``overrides``; the loop's arguments as `TrainingLoop`."""
+    s = resolve_settings(OSPOSettings, settings, overrides, "ospo")
+    algorithm = OSPO(sim, policy, s, seed=seed, device=device)
+    return run_loop(algorithm, s, metric="dev_reward", maximise=True, seed=seed,
+                    callback=callback, start_state=start_state, progress=progress)
 
 
-def train_grpo(sim, policy: nn.Module, **kw: Any) -> RewardResult:
+def train_grpo(sim, policy: nn.Module, settings: GRPOSettings | None = None,
+               **kw: Any) -> TrainResult:
     """GRPO: `train_ospo` with per-vehicle discounted reward-to-go advantages."""
-    return train_ospo(sim, policy, advantage="grpo", **kw)
-
-
-def _initial_state(policy: nn.Module, optimizer: torch.optim.Optimizer,
-                   start_state: dict[str, Any] | None) -> dict[str, Any]:
-    if start_state is None:
-        return {"step": 0, "history": [], "best_state": None, "best_reward": -math.inf,
-                "best_step": 0, "train_rewards": [], "wall_s": 0.0}
-    state = copy.deepcopy({k: v for k, v in start_state.items() if k not in ("policy", "optimizer")})
-    policy.load_state_dict(start_state["policy"])
-    optimizer.load_state_dict(start_state["optimizer"])
-    return state
-
-
-def _record(state: dict, step: int, train_reward: float, dev_reward: float, dev_served: float,
-            policy: nn.Module, start: float) -> None:
-    state["history"].append({"step": step, "train_reward": train_reward, "dev_reward": dev_reward,
-                             "dev_served": dev_served, "wall_s": time.perf_counter() - start})
-    if dev_reward > state["best_reward"]:
-        state.update(best_reward=dev_reward, best_step=step,
-                     best_state={k: v.detach().clone() for k, v in policy.state_dict().items()})
-
-
-def _snapshot(state: dict, policy: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    snap = copy.deepcopy(state)
-    snap["policy"] = {k: v.detach().clone() for k, v in policy.state_dict().items()}
-    snap["optimizer"] = copy.deepcopy(optimizer.state_dict())
-    snap["wall_s"] = state["history"][-1]["wall_s"] if state["history"] else 0.0
-    return snap
+    loop_args = {k: kw.pop(k) for k in ("seed", "device", "callback", "start_state", "progress")
+                 if k in kw}
+    return train_ospo(sim, policy, resolve_settings(GRPOSettings, settings, kw, "grpo"),
+                      **loop_args)

@@ -17,8 +17,6 @@ and optionally ``probe(trace)``. Results and resuming as `train_hdpo`.
 from __future__ import annotations
 
 import copy
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +24,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from oprl.algorithms.common import DEV_SEED_OFFSET, RewardResult, invoke_callback, step_seed
+from oprl.algorithms.common import DEV_SEED_OFFSET
+from oprl.algorithms.loop import (
+    Algorithm,
+    Evaluation,
+    TrainingLoop,
+    TrainResult,
+    resolve_settings,
+    run_loop,
+)
+from oprl.algorithms.settings import LoopSettings, require
 from oprl.core import Simulator, Trace, resolve_device, rollout
 
-__all__ = ["RewardResult", "schedule_at", "train_two_level"]
+__all__ = ["TrainResult", "TwoLevelSettings", "schedule_at", "train_two_level"]
 
 LEARNING = ("pg", "pathwise")
 AGENT_LEARNING = (*LEARNING, "best_response")
@@ -269,152 +276,206 @@ def evaluate_reward(sim: Simulator, policy: nn.Module, trace: Trace) -> float:
     return float(value)
 
 
+@dataclass(frozen=True)
+class TwoLevelSettings(LoopSettings):
+    """Two-level RL's hyper-parameters (`train_two_level`; the curriculum in the module
+    docstring). ``agent_updates``: agent steps per planner step (extra ones replay the sampled
+    schedules); ``planner_quantile``: risk-seeking baseline of the pg planner (0: the mean);
+    ``imitation``: weight of the agents' self-imitation (0: off); ``settle_phase``: final
+    fraction with the planner frozen. ``agent_learning='best_response'`` sets both phases to
+    0 (nothing for the agents to learn first)."""
+
+    steps: int = 3000
+    eval_every: int = 100
+    batch_size: int = 128
+    agent_lr: float = 3e-3
+    planner_lr: float = 0.02
+    agent_learning: str = "pathwise"
+    planner_learning: str = "pg"
+    agent_phase: float = 0.2
+    settle_phase: float = 0.15
+    agent_updates: int = 1
+    labour_start: float = 0.5
+    rate_anneal: float = 0.3
+    entropy_start: float = 0.2
+    entropy_end: float = 0.0
+    planner_noise: float = 0.5
+    planner_quantile: float = 0.9
+    entropy_anneal: float = 1.0
+    restarts: int = 1
+    candidates: int = 0
+    candidate_every: int = 25
+    imitation: float = 0.0
+    imitation_samples: int = 1
+    agent_noise: float = 0.3
+    horizon: int | None = None
+    dev_scenarios: int = 32
+    grad_clip: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.agent_learning in AGENT_LEARNING, "agent_learning",
+                f"one of {AGENT_LEARNING}", self.agent_learning)
+        require(self.planner_learning in LEARNING, "planner_learning", f"one of {LEARNING}",
+                self.planner_learning)
+        if self.best_response and self.planner_learning == "pathwise":
+            raise ValueError("planner_learning: 'pathwise' needs learned (differentiable) agents")
+        require(self.candidates >= 0, "candidates", "an integer >= 0", self.candidates)
+        require(self.candidate_every >= 1, "candidate_every", "an integer >= 1",
+                self.candidate_every)
+        require(self.imitation_samples >= 1, "imitation_samples", "an integer >= 1",
+                self.imitation_samples)
+        require(self.restarts >= 1, "restarts", "an integer >= 1", self.restarts)
+        require(0 < self.entropy_anneal <= 1, "entropy_anneal", "a number in (0, 1]",
+                self.entropy_anneal)
+        require(0 <= self.planner_quantile < 1, "planner_quantile", "a number in [0, 1)",
+                self.planner_quantile)
+        require(self.agent_updates >= 1, "agent_updates", "an integer >= 1", self.agent_updates)
+        require(self.batch_size >= 2, "batch_size", "an integer >= 2", self.batch_size)
+        require(self.dev_scenarios >= 1, "dev_scenarios", "an integer >= 1", self.dev_scenarios)
+        require(self.horizon is None or self.horizon >= 1, "horizon", "an integer >= 1 or null",
+                self.horizon)
+        for name in ("agent_lr", "planner_lr", "agent_noise"):
+            require(getattr(self, name) > 0, name, "a number > 0", getattr(self, name))
+        require(self.grad_clip is None or self.grad_clip > 0, "grad_clip",
+                "a number > 0 or null", self.grad_clip)
+        require(0 <= self.phases[0] < 1, "agent_phase", "a number in [0, 1)", self.agent_phase)
+        require(0 <= self.phases[1] < 1 - self.phases[0], "settle_phase",
+                "a number in [0, 1 - agent_phase)", self.settle_phase)
+
+    @property
+    def best_response(self) -> bool:
+        return self.agent_learning == "best_response"
+
+    @property
+    def phases(self) -> tuple[float, float]:
+        """``(agent_phase, settle_phase)`` as trained: both 0 against exact best responses."""
+        return (0.0, 0.0) if self.best_response else (self.agent_phase, self.settle_phase)
+
+
+class TwoLevel(Algorithm):
+    """Agents and planner updated on one batch per step, along the curriculum."""
+
+    train_columns = ("train_reward",)
+
+    def __init__(self, sim: Simulator, policy: nn.Module, s: TwoLevelSettings, *, seed: int,
+                 device: str | torch.device | None):
+        if s.best_response:
+            if not hasattr(policy, "exact_agents"):
+                raise ValueError("agent_learning: 'best_response' needs a policy with exact agents")
+            policy.exact_agents.fill_(1.0)
+        if s.planner_learning == "pathwise" and policy.planner.kind != "continuous":
+            raise ValueError("planner_learning: 'pathwise' needs the continuous planner "
+                             "(policy_kwargs planner='continuous')")
+        self.sim, self.policy, self.s = sim, policy, s
+        self.device = dev = resolve_device(device)
+        self.horizon = int(s.horizon or sim.horizon)
+        policy.to(dev)
+        self.opt_agents = torch.optim.Adam(policy.agents.parameters(), lr=s.agent_lr)
+        self.opt_planner = torch.optim.Adam(policy.planner.parameters(), lr=s.planner_lr)
+        self.dev_trace = sim.sample_trace(s.dev_scenarios, self.horizon,
+                                          seed=seed + DEV_SEED_OFFSET, device=dev)
+        agent_phase, self.settle_phase = s.phases
+        self.curriculum = dict(agent_phase=agent_phase, settle_phase=self.settle_phase,
+                               labour_start=s.labour_start, rate_anneal=s.rate_anneal,
+                               entropy_start=s.entropy_start, entropy_end=s.entropy_end,
+                               noise_start=s.planner_noise, entropy_anneal=s.entropy_anneal,
+                               restarts=s.restarts)
+        self.sched: Schedule | None = None  # the last step's
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"agents": self.opt_agents, "planner": self.opt_planner}
+
+    def begin(self, loop: TrainingLoop) -> None:
+        self.extra = loop.extra
+        if "planner_init" not in self.extra:  # what every restart of the planner starts from
+            self.extra.update(
+                planner_init={k: v.detach().clone()
+                              for k, v in self.policy.planner.state_dict().items()},
+                planner_opt_init=copy.deepcopy(self.opt_planner.state_dict()),
+                restart=0, pool=[])
+        self.shadow = copy.deepcopy(self.policy.planner)  # plays the pooled candidates
+
+    def update(self, step: int, seed: int) -> dict[str, float]:
+        s, sim, policy, extra = self.s, self.sim, self.policy, self.extra
+        sched = self.sched = schedule_at(step, s.steps, **self.curriculum)
+        if sched.restart != extra["restart"]:  # a fresh planner; the agents keep learning
+            policy.planner.load_state_dict(extra["planner_init"])
+            self.opt_planner.load_state_dict(extra["planner_opt_init"])
+            extra.update(restart=sched.restart, pool=[])
+        policy.planner.rate_limit.fill_(sched.rate_limit if sched.planner_on else 1.0)
+        trace = sim.sample_trace(s.batch_size, self.horizon, seed=seed, device=self.device)
+        gen = torch.Generator().manual_seed(seed)
+        policy.train()
+        pool = extra["pool"]
+        settle = (_pool_rates(pool, self.shadow) if pool and sched.planner_on
+                  and not sched.planner_learns else None)
+        losses = dict(agent_learning=s.agent_learning, planner_learning=s.planner_learning,
+                      agent_noise=s.agent_noise, gen=gen, planner_quantile=s.planner_quantile,
+                      imitation=s.imitation, imitation_samples=s.imitation_samples,
+                      settle_rates=settle)
+        agent_loss, planner_loss, mean_reward, played = episode_losses(
+            sim, policy, trace, sched, **losses)
+        if not s.best_response:
+            _update(self.opt_agents, policy.agents, agent_loss, s.grad_clip)
+            # agents are the fast timescale: they adapt to the very schedules just sampled
+            # before those schedules are scored for the planner
+            for extra_update in range(s.agent_updates - 1):
+                agent_loss, planner_loss, mean_reward, _ = episode_losses(
+                    sim, policy, trace, sched, replay=played, **losses)
+                if extra_update < s.agent_updates - 2 or not sched.planner_learns:
+                    _update(self.opt_agents, policy.agents, agent_loss, s.grad_clip)
+        if sched.planner_learns:
+            _update(self.opt_planner, policy.planner, planner_loss, s.grad_clip)
+        done = step + 1
+        if s.candidates and sched.planner_learns and done % s.candidate_every == 0:
+            policy.planner.rate_limit.fill_(sched.rate_limit)
+            _offer_candidate(pool, sim, policy, self.dev_trace, done, s.candidates)
+        return {"train_reward": float(mean_reward)}
+
+    def evaluate_now(self, step: int) -> bool:
+        return self.sched is not None and self.sched.segment_end and self.s.restarts > 1
+
+    def evaluate(self, step: int) -> Evaluation:
+        sched, policy = self.sched, self.policy
+        if sched is None:  # the initial weights: kept only until a settled schedule is scored
+            return self._evaluation(selectable=True, provisional=True)
+        policy.planner.rate_limit.fill_(sched.rate_limit if sched.planner_on else 0.0)
+        pool = self.extra["pool"]
+        if pool and sched.segment_end:  # the attempt's choice: its best settled candidate
+            _best_candidate(pool, self.sim, policy, self.dev_trace)
+        # agents mid-curriculum (labour cost not yet full) are no fair test of a schedule;
+        # with a settle phase, only settled agents (an attempt's last step) are
+        settled = sched.segment_end if self.settle_phase > 0 else True
+        return self._evaluation(selectable=sched.planner_on and settled)
+
+    def _evaluation(self, selectable: bool, provisional: bool = False) -> Evaluation:
+        """The dev reward (with the rate cap as it stands) and the policy's probes."""
+        value = evaluate_reward(self.sim, self.policy, self.dev_trace)
+        probe = getattr(self.policy, "probe", None)
+        columns = probe(self.dev_trace) if probe is not None else {}
+        return Evaluation(value, columns, selectable=selectable, provisional=provisional)
+
+
 def train_two_level(
     sim: Simulator,
     policy: nn.Module,
+    settings: TwoLevelSettings | None = None,
     *,
-    steps: int = 3000,
-    batch_size: int = 128,
-    agent_lr: float = 3e-3,
-    planner_lr: float = 0.02,
-    agent_learning: str = "pathwise",
-    planner_learning: str = "pg",
-    agent_phase: float = 0.2,
-    settle_phase: float = 0.15,
-    agent_updates: int = 1,
-    labour_start: float = 0.5,
-    rate_anneal: float = 0.3,
-    entropy_start: float = 0.2,
-    entropy_end: float = 0.0,
-    planner_noise: float = 0.5,
-    planner_quantile: float = 0.9,
-    entropy_anneal: float = 1.0,
-    restarts: int = 1,
-    candidates: int = 0,
-    candidate_every: int = 25,
-    imitation: float = 0.0,
-    imitation_samples: int = 1,
-    agent_noise: float = 0.3,
-    horizon: int | None = None,
-    dev_scenarios: int = 32,
-    eval_every: int = 100,
-    grad_clip: float | None = 1.0,
     seed: int = 0,
     device: str | torch.device | None = "cpu",
     callback: Callable[..., Any] | None = None,
     start_state: dict[str, Any] | None = None,
-) -> RewardResult:
-    """Train agents then planner+agents; returns the best-on-dev policy (planner reward).
-
-    ``agent_updates``: agent steps per planner step (extra ones replay the sampled
-    schedules); ``planner_quantile``: risk-seeking baseline of the pg planner (0: the mean);
-    ``imitation``: weight of the agents' self-imitation (0: off); ``settle_phase``: final
-    fraction with the planner frozen. See the module docstring for the curriculum."""
-    if agent_learning not in AGENT_LEARNING or planner_learning not in LEARNING:
-        raise ValueError(f"agent_learning: one of {AGENT_LEARNING}; planner_learning: one of "
-                         f"{LEARNING}")
-    if agent_learning == "best_response":
-        if not hasattr(policy, "exact_agents"):
-            raise ValueError("agent_learning: 'best_response' needs a policy with exact agents")
-        if planner_learning == "pathwise":
-            raise ValueError("planner_learning: 'pathwise' needs learned (differentiable) agents")
-        policy.exact_agents.fill_(1.0)
-        agent_phase = 0.0  # nothing for the agents to learn first
-        settle_phase = 0.0
-    if planner_learning == "pathwise" and policy.planner.kind != "continuous":
-        raise ValueError("planner_learning: 'pathwise' needs the continuous planner "
-                         "(policy_kwargs planner='continuous')")
-    if candidates < 0 or candidate_every < 1:
-        raise ValueError(f"candidates >= 0 and candidate_every >= 1; got {candidates}, "
-                         f"{candidate_every}")
-    if imitation_samples < 1 or restarts < 1 or not 0 < entropy_anneal <= 1:
-        raise ValueError(f"imitation_samples >= 1, restarts >= 1, entropy_anneal in (0, 1]; got "
-                         f"{imitation_samples}, {restarts}, {entropy_anneal}")
-    if not 0 <= planner_quantile < 1:
-        raise ValueError(f"planner_quantile: must lie in [0, 1), got {planner_quantile}")
-    if not 0 <= settle_phase < 1 - agent_phase or agent_updates < 1:
-        raise ValueError("settle_phase: must lie in [0, 1 - agent_phase); agent_updates >= 1")
-    if not 0 <= agent_phase < 1 or steps < 0 or batch_size < 2 or eval_every < 1:
-        raise ValueError("agent_phase in [0, 1), steps >= 0, batch_size >= 2, eval_every >= 1")
-    dev = resolve_device(device)
-    horizon = int(horizon or sim.params.horizon)
-    policy.to(dev)
-    opt_agents = torch.optim.Adam(policy.agents.parameters(), lr=agent_lr)
-    opt_planner = torch.optim.Adam(policy.planner.parameters(), lr=planner_lr)
-    dev_trace = sim.sample_trace(dev_scenarios, horizon, seed=seed + DEV_SEED_OFFSET, device=dev)
-    curriculum = dict(agent_phase=agent_phase, settle_phase=settle_phase, labour_start=labour_start, rate_anneal=rate_anneal,
-                      entropy_start=entropy_start, entropy_end=entropy_end,
-                      noise_start=planner_noise, entropy_anneal=entropy_anneal,
-                      restarts=restarts)
-
-    state = _initial_state(policy, start_state, opt_agents, opt_planner)
-    if "planner_init" not in state:  # what every restart of the planner starts from
-        state["planner_init"] = {k: v.detach().clone()
-                                 for k, v in policy.planner.state_dict().items()}
-        state["planner_opt_init"] = copy.deepcopy(opt_planner.state_dict())
-        state["restart"] = 0
-        state["pool"] = []
-    shadow = copy.deepcopy(policy.planner)  # plays the pooled candidates' schedules
-    history = state["history"]
-    start_time = time.perf_counter() - state["wall_s"]
-    step = state["step"]
-    if step == 0 and state["best_state"] is None:
-        _record(state, sim, policy, dev_trace, 0, float("nan"), start_time, candidate=False)
-    while step < steps:
-        sched = schedule_at(step, steps, **curriculum)
-        if sched.restart != state["restart"]:  # a fresh planner; the agents keep learning
-            policy.planner.load_state_dict(state["planner_init"])
-            opt_planner.load_state_dict(state["planner_opt_init"])
-            state["restart"] = sched.restart
-            state["pool"] = []
-        policy.planner.rate_limit.fill_(sched.rate_limit if sched.planner_on else 1.0)
-        s = step_seed(seed, step)
-        trace = sim.sample_trace(batch_size, horizon, seed=s, device=dev)
-        gen = torch.Generator().manual_seed(s)
-        policy.train()
-        pool = state["pool"]
-        settle = (_pool_rates(pool, shadow) if pool and sched.planner_on
-                  and not sched.planner_learns else None)
-        losses = dict(agent_learning=agent_learning, planner_learning=planner_learning,
-                      agent_noise=agent_noise, gen=gen, planner_quantile=planner_quantile,
-                      imitation=imitation, imitation_samples=imitation_samples,
-                      settle_rates=settle)
-        agent_loss, planner_loss, mean_reward, played = episode_losses(
-            sim, policy, trace, sched, **losses)
-        if agent_learning != "best_response":
-            _update(opt_agents, policy.agents, agent_loss, grad_clip)
-            # agents are the fast timescale: they adapt to the very schedules just sampled
-            # before those schedules are scored for the planner
-            for extra in range(agent_updates - 1):
-                agent_loss, planner_loss, mean_reward, _ = episode_losses(
-                    sim, policy, trace, sched, replay=played, **losses)
-                if extra < agent_updates - 2 or not sched.planner_learns:
-                    _update(opt_agents, policy.agents, agent_loss, grad_clip)
-        if sched.planner_learns:
-            _update(opt_planner, policy.planner, planner_loss, grad_clip)
-        step += 1
-        state["step"] = step
-        state["train_rewards"].append(float(mean_reward))
-        if candidates and sched.planner_learns and step % candidate_every == 0:
-            policy.planner.rate_limit.fill_(sched.rate_limit)
-            _offer_candidate(pool, sim, policy, dev_trace, step, candidates)
-        if step % eval_every == 0 or step == steps or (sched.segment_end and restarts > 1):
-            policy.planner.rate_limit.fill_(sched.rate_limit if sched.planner_on else 0.0)
-            if pool and sched.segment_end:  # the attempt's choice: its best settled candidate
-                _best_candidate(pool, sim, policy, dev_trace)
-            train_reward = sum(state["train_rewards"]) / len(state["train_rewards"])
-            state["train_rewards"] = []
-            # agents mid-curriculum (labour cost not yet full) are no fair test of a schedule;
-            # with a settle phase, only settled agents (an attempt's last step) are
-            settled = sched.segment_end if settle_phase > 0 else True
-            _record(state, sim, policy, dev_trace, step, train_reward, start_time,
-                    candidate=sched.planner_on and settled)
-            if callback is not None:
-                invoke_callback(callback, step, policy, opt_agents, history,
-                      lambda: _snapshot(state, policy, opt_agents, opt_planner))
-    policy.load_state_dict(state["best_state"])  # with the rate cap it was selected under
-    return RewardResult(policy, state["best_reward"], state["best_step"], history, step,
-                          time.perf_counter() - start_time)
+    progress: bool = False,
+    **overrides: Any,
+) -> TrainResult:
+    """Train agents then planner+agents; returns the best-on-dev policy (planner reward,
+    with the rate cap it was selected under). ``settings`` (default `TwoLevelSettings`) with
+    keyword ``overrides``; the loop's arguments as `TrainingLoop`."""
+    s = resolve_settings(TwoLevelSettings, settings, overrides, "two_level")
+    algorithm = TwoLevel(sim, policy, s, seed=seed, device=device)
+    return run_loop(algorithm, s, metric="dev_reward", maximise=True, seed=seed,
+                    callback=callback, start_state=start_state, progress=progress)
 
 
 def _update(opt: torch.optim.Optimizer, module: nn.Module, loss: Tensor,
@@ -428,44 +489,3 @@ def _update(opt: torch.optim.Optimizer, module: nn.Module, loss: Tensor,
         nn.utils.clip_grad_norm_(params, grad_clip)
     opt.step()
     opt.zero_grad(set_to_none=True)
-
-
-def _initial_state(policy: nn.Module, start_state: dict[str, Any] | None,
-                   opt_agents: torch.optim.Optimizer,
-                   opt_planner: torch.optim.Optimizer) -> dict[str, Any]:
-    if start_state is None:
-        return {"step": 0, "history": [], "best_state": None, "best_reward": -math.inf,
-                "best_step": 0, "train_rewards": [], "wall_s": 0.0, "selected": False}
-    skip = ("policy", "optimizer", "optimizer_planner")
-    state = copy.deepcopy({k: v for k, v in start_state.items() if k not in skip})
-    policy.load_state_dict(start_state["policy"])
-    opt_agents.load_state_dict(start_state["optimizer"])
-    opt_planner.load_state_dict(start_state["optimizer_planner"])
-    return state
-
-
-def _record(state: dict, sim: Simulator, policy: nn.Module, dev_trace: Trace, step: int,
-            train_reward: float, start_time: float, candidate: bool = True) -> None:
-    """Append a history row; keep the weights when the dev reward improves (``candidate``:
-    whether this evaluation may be selected at all)."""
-    dev_reward = evaluate_reward(sim, policy, dev_trace)
-    row = {"step": step, "train_reward": train_reward, "dev_reward": dev_reward}
-    probe = getattr(policy, "probe", None)
-    if probe is not None:
-        row.update(probe(dev_trace))
-    row["wall_s"] = time.perf_counter() - start_time
-    state["history"].append(row)
-    first = state["best_state"] is None
-    if first or (candidate and (dev_reward > state["best_reward"] or not state["selected"])):
-        state.update(selected=candidate, best_reward=dev_reward, best_step=step,
-                     best_state={k: v.detach().clone() for k, v in policy.state_dict().items()})
-
-
-def _snapshot(state: dict, policy: nn.Module, opt_agents: torch.optim.Optimizer,
-              opt_planner: torch.optim.Optimizer) -> dict[str, Any]:
-    snap = copy.deepcopy(state)
-    snap["policy"] = {k: v.detach().clone() for k, v in policy.state_dict().items()}
-    snap["optimizer"] = copy.deepcopy(opt_agents.state_dict())
-    snap["optimizer_planner"] = copy.deepcopy(opt_planner.state_dict())
-    snap["wall_s"] = state["history"][-1]["wall_s"] if state["history"] else 0.0
-    return snap
