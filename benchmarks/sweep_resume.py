@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from oprl.sweep import read_results
+
 KEY = ["cell_id", "policy", "metric"]
 VALUES = ["mean", "stderr", "gap_pct", "reference", "status"]
 
@@ -35,7 +37,7 @@ def sweep_cmd(spec: str, out: Path, backend: str = "local") -> list[str]:
 
 def cells_in(out: Path) -> int:
     path = out / "results.parquet"
-    return pd.read_parquet(path)["cell_id"].nunique() if path.exists() else 0
+    return read_results(path)["cell_id"].nunique() if path.exists() else 0
 
 
 def main() -> None:

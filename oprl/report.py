@@ -14,7 +14,7 @@ import pandas as pd
 
 from oprl import registry
 from oprl.runs import atomic_write
-from oprl.sweep import RESULTS, first_record_per_cell
+from oprl.sweep import RESULTS, first_record_per_cell, read_results
 
 
 def load_results(out: str | Path) -> pd.DataFrame:
@@ -22,7 +22,7 @@ def load_results(out: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise ValueError(f"report: {out} holds no {RESULTS}; run `oprl sweep SPEC --out {out}`")
     try:
-        frame = pd.read_parquet(path)
+        frame = read_results(path)
     except (OSError, ValueError) as err:  # truncated or not parquet at all
         raise ValueError(f"report: {path} is not a readable results file ({err})") from None
     missing = sorted({"cell_id", "policy", "metric", "mean", "gap_pct"} - set(frame.columns))

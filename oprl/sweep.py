@@ -12,6 +12,7 @@ spec keys are listed in README.md ("The command line"); examples in examples/swe
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -460,7 +461,7 @@ class ResultsStore:
         """The finished cells' rows; a cell recorded twice (by an older oprl without the folder
         lock) counts once: its first record is kept."""
         path = self.out / RESULTS
-        return first_record_per_cell(pd.read_parquet(path)) if path.exists() else pd.DataFrame()
+        return first_record_per_cell(read_results(path)) if path.exists() else pd.DataFrame()
 
     def append(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
         """Add the rows of cells not recorded yet and rewrite the file atomically: a kill
@@ -472,6 +473,13 @@ class ResultsStore:
         frame = pd.concat([old, new], ignore_index=True) if len(old) else new
         atomic_write(self.out / RESULTS, lambda p: frame.to_parquet(p, index=False))
         return frame
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """A results file read in one go: its bytes first, then parsed. A running sweep replaces the
+    file atomically, but a reader that opens the path twice (pyarrow's metadata, then its pages)
+    could mix the old file and the new one."""
+    return pd.read_parquet(io.BytesIO(Path(path).read_bytes()))
 
 
 def first_record_per_cell(frame: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from oprl.report import report
-from oprl.sweep import load_spec, run_sweep
+from oprl.sweep import load_spec, read_results, run_sweep
 
 SPEC = {
     "scenario": "inventory/one_store_backlog",
@@ -111,12 +111,12 @@ def test_killed_sweep_resumes_without_losing_or_repeating_cells(tmp_path):
     results = out / "results.parquet"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if results.exists() and pd.read_parquet(results)["cell_id"].nunique() >= 2:
+        if results.exists() and read_results(results)["cell_id"].nunique() >= 2:
             break
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    partial = pd.read_parquet(results)["cell_id"].nunique()
+    partial = read_results(results)["cell_id"].nunique()
     assert 1 <= partial <= 9
     resumed = run_sweep(spec_file, out, log=_quiet)
     assert resumed["cell_id"].nunique() == 9
