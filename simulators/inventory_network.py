@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy
 import torch
 from oprl.simulators.inventory import (
     SUPPLIER,
@@ -136,6 +137,11 @@ def network(file: str | None = None, **kw) -> InventorySimulator:
 # -- back: a simulator as a file ------------------------------------------------------------------
 
 
+def _f(value) -> float:
+    """The shortest decimal that reads back as the same float32 (0.3, not 0.30000001...)."""
+    return float(str(numpy.float32(float(value))))
+
+
 def spec_from_simulator(sim: InventorySimulator) -> NetworkSpec:
     """The network file of a built-in scenario: one supplier, locations named by kind and
     index, the evaluation window as a long-run horizon."""
@@ -158,18 +164,18 @@ def spec_from_simulator(sim: InventorySimulator) -> NetworkSpec:
         raise ValueError("initial_onhand: per-sample values cannot be written as one network file")
     locations = [Location("supplier", "supplier")]
     for node, kind in enumerate(net.kinds):
-        fields = {"holding_cost": float(p.holding[node]), "initial_stock": float(initial[node])}
+        fields = {"holding_cost": _f(p.holding[node]), "initial_stock": _f(initial[node])}
         if kind == "store":
             k = store_of[node]
             d = p.demand
-            demand = (StoreDemand("poisson", float(d.mean[k])) if d.kind == "poisson"
-                      else StoreDemand("normal", float(d.mean[k]), float(d.std[k])))
-            fields.update(demand=demand, penalty=float(p.penalty[k]),
+            demand = (StoreDemand("poisson", _f(d.mean[k])) if d.kind == "poisson"
+                      else StoreDemand("normal", _f(d.mean[k]), _f(d.std[k])))
+            fields.update(demand=demand, penalty=_f(p.penalty[k]),
                           shortage="lost_sales" if p.lost_sales else "backlog")
         locations.append(Location(names[node], kind, **fields))
     links = tuple(
         Link("supplier" if src == SUPPLIER else names[src], names[dst], int(p.lead_time[e]),
-             unit_cost=float(p.order_cost[e]))
+             unit_cost=_f(p.order_cost[e]))
         for e, (src, dst) in enumerate(net.edges)
     )
     return NetworkSpec(
