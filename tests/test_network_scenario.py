@@ -32,6 +32,8 @@ def _write(tmp_path: Path, scenario: str, sets: list[str]) -> Path:
     ("inventory/one_store_lost", ["lead_time=2"], {"lead_time": 2}),
     ("inventory/serial", [], {}),
     ("inventory/one_warehouse", ["n_stores=3"], {"n_stores": 3}),
+    ("inventory/many_warehouses", ["n_warehouses=2", "n_stores=3"],
+     {"n_warehouses": 2, "n_stores": 3}),
 ])
 def test_a_builtin_written_as_a_file_benchmarks_the_same(tmp_path, scenario, sets, params):
     path = _write(tmp_path, scenario, sets)
