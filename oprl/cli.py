@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--device", default="cpu")
     w.add_argument("--out", help="results folder (default: sweeps/<spec file name>)")
 
+    n = sub.add_parser("network", help="write a built-in inventory scenario as a network file")
+    n.add_argument("scenario", help="e.g. inventory/one_warehouse")
+    n.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="scenario parameter (repeatable)")
+    n.add_argument("--out", help="file to write (default: standard output)")
+
     r = sub.add_parser("report", help="summary tables and plots of a sweep folder")
     r.add_argument("out")
     r.add_argument("--x", help="parameter across the heatmaps and curves")
@@ -96,6 +102,27 @@ def _list() -> None:
         print(f"{'':32s} params: {params}")
 
 
+def _network(args: argparse.Namespace) -> None:
+    """`oprl network SCENARIO`: the scenario as a network file (YAML), built before anything
+    is written, so a bad scenario or parameter writes nothing."""
+    from oprl.registry import get
+    from oprl.simulators.inventory import InventorySimulator
+    from oprl.simulators.inventory_network import spec_from_simulator
+    from oprl.simulators.network_file import to_dict
+
+    sim = get(args.scenario).build(**parse_sets(args.set))
+    if not isinstance(sim, InventorySimulator):
+        raise ValueError(f"scenario: {args.scenario!r} is not an inventory scenario")
+    text = yaml.safe_dump(to_dict(spec_from_simulator(sim)), sort_keys=False,
+                          default_flow_style=None, width=100)
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
+
+
 def _check_options(args: argparse.Namespace) -> None:
     """Combinations that would silently do something else, and unwritable outputs."""
     from oprl.runs import check_writable
@@ -106,7 +133,9 @@ def _check_options(args: argparse.Namespace) -> None:
                          "drop --set/--hyper/--algo/--policy/--train-steps (or drop --run)")
     if getattr(args, "address", None) and args.backend != "ray":
         raise ValueError("--address: a Ray cluster address needs --backend ray")
-    for option in ("csv", "plot"):
+    for option in ("csv", "plot", "out"):
+        if option == "out" and args.command != "network":
+            continue
         if getattr(args, option, None):
             check_writable(args.__dict__[option], f"--{option}")
     for option in ("episodes", "horizon", "steps", "train_steps"):
@@ -132,6 +161,9 @@ def run(argv: list[str] | None = None) -> int:
                           log=lambda m: print(m, file=sys.stderr))
         print(f"{frame['cell_id'].nunique() if len(frame) else 0} cells in {out}; "
               f"summarise with: oprl report {out}")
+        return 0
+    if args.command == "network":
+        _network(args)
         return 0
     if args.command == "report":
         from oprl.report import report

@@ -64,7 +64,8 @@ class Network:
                 )
             if src >= 0 and self.kinds[src] == "store":
                 raise ValueError(f"network.edges: store {src} cannot ship to other locations")
-        if len(set(self.edges)) != len(self.edges):
+        internal = [edge for edge in self.edges if edge[0] != SUPPLIER]
+        if len(set(internal)) != len(internal):  # the supplier may stand for several
             raise ValueError("network.edges: duplicate edge")
         order = self.topological_order()  # raises on a cycle
         reached = {SUPPLIER}
@@ -267,6 +268,11 @@ class InventoryParams:
     # pipeline slots in the observation; 0: just enough for the longest lead time. Simulators
     # of one sweep group share it so their observations line up (see `align_simulators`)
     pipeline_slots: int = fixed(default=0)
+    # optional physics (network files, docs/network-files.md); None: absent, the built-in
+    # scenarios never set them, so their numbers do not move
+    capacity: Tensor | None = fixed(default=None)  # [E] most units shipped per period (inf: none)
+    transit_holding: Tensor | None = fixed(default=None)  # [E] per unit in transit per period
+    allocation: str = fixed(default="proportional")  # a short source: 'proportional' | 'priority'
 
     def __post_init__(self) -> None:
         net = self.network
@@ -283,6 +289,18 @@ class InventoryParams:
             object.__setattr__(
                 self, "initial_onhand", _as_float("initial_onhand", self.initial_onhand, net.n_nodes)
             )
+        if self.capacity is not None:
+            cap = _tensor("capacity", self.capacity, torch.float32)
+            if cap.shape != (net.n_edges,) or torch.isnan(cap).any() or (cap < 0).any():
+                raise ValueError(f"capacity: expected [{net.n_edges}] numbers >= 0 (inf: no limit)")
+            object.__setattr__(self, "capacity", cap)
+        if self.transit_holding is not None:
+            object.__setattr__(self, "transit_holding",
+                               _as_float("transit_holding", self.transit_holding, net.n_edges))
+        if self.allocation not in ("proportional", "priority"):
+            raise ValueError(f"allocation: must be 'proportional' or 'priority', got {self.allocation!r}")
+        if self.allocation == "priority" and "transship" in net.kinds:
+            raise ValueError("allocation: 'priority' is not defined for transshipment centres")
         if self.demand_lags < 0:
             raise ValueError("demand_lags: must be >= 0")
         if self.pipeline_slots < 0:
@@ -368,6 +386,8 @@ class _Incidence:
     unique_dst: bool
     dst_is_identity: bool  # edge e feeds node e: edge values are node values as they stand
     store_slice: slice | None  # the stores are the contiguous locations [a, b)
+    earlier: Tensor  # [E, E] 1 where edge e' < e leaves the same internal source as e
+    internal: Tensor  # [E] 1 on edges that leave a location (not the supplier)
 
     @staticmethod
     def of(network: Network, device: torch.device) -> _Incidence:
@@ -380,6 +400,8 @@ class _Incidence:
         stores = network.stores
         contiguous = stores == list(range(stores[0], stores[0] + len(stores)))
         transship = torch.tensor([network.kinds[k] == "transship" for k in sources], dtype=torch.bool)
+        same = (src[:, None] == src[None, :]) & (src[:, None] != SUPPLIER)
+        earlier = (same & (torch.arange(len(src))[:, None] < torch.arange(len(src))[None, :])).float()
         return _Incidence(
             n_nodes=network.n_nodes, dst=dst.to(device), stores=torch.tensor(stores, dtype=torch.long, device=device),
             source_nodes=torch.tensor(sources, dtype=torch.long, device=device),
@@ -390,6 +412,7 @@ class _Incidence:
             dst_is_identity=bool(len(dst) == network.n_nodes
                                  and torch.equal(dst, torch.arange(len(dst)))),
             store_slice=slice(stores[0], stores[0] + len(stores)) if contiguous else None,
+            earlier=earlier.to(device), internal=(src != SUPPLIER).float().to(device),
         )
 
     def edges_to_nodes(self, values: Tensor) -> Tensor:
@@ -501,6 +524,10 @@ class InventorySimulator(Simulator, Stackable, LeadTimes):
             "penalty": _per_sample("penalty", p.penalty, b, dev),
             "order_cost": _per_sample("order_cost", p.order_cost, b, dev),
         }
+        if p.capacity is not None:
+            state["capacity"] = p.capacity.to(dev)
+        if p.transit_holding is not None:
+            state["transit_holding"] = _per_sample("transit_holding", p.transit_holding, b, dev)
         state["static_nodes"], state["static_edges"] = self._static_observation(state, trace)
         return state
 
@@ -636,8 +663,11 @@ class InventorySimulator(Simulator, Stackable, LeadTimes):
         if not action.is_cuda and not torch.isfinite(action.sum()):
             raise ValueError("action: order quantities must be finite (no NaN or inf)")
         demand = trace["demand"][:, t]
+        order = action.clamp_min(0.0)
+        if "capacity" in state:  # a link ships at most its capacity
+            order = torch.minimum(order, state["capacity"])
         (onhand, pipeline, in_transit, ship, store_stock, shortfall, holding_cost,
-         underage_cost, ordering_cost) = self._period(state, action.clamp_min(0.0), demand)
+         underage_cost, ordering_cost) = self._period(state, order, demand)
         cost = holding_cost + underage_cost + ordering_cost
         new_state = dict(state, onhand=onhand, pipeline=pipeline, in_transit=in_transit)
         # per-period metrics, summed over locations only when a rollout keeps them
@@ -682,6 +712,9 @@ class InventorySimulator(Simulator, Stackable, LeadTimes):
         # every location is >= 0 under lost sales (only backlogged stores go negative)
         held = onhand if self.params.lost_sales else onhand.clamp_min(0.0)
         holding_cost = _row_dot(state["holding"], held)
+        if "transit_holding" in state:  # on what travels this period: lands at its end or later
+            holding_cost = holding_cost + _row_dot(state["transit_holding"],
+                                                   state["in_transit"] + into_pipeline)
         underage_cost = _row_dot(state["penalty"], shortfall)
         ordering_cost = (_row_dot(state["order_cost"], ship) if self._has_order_cost
                          else torch.zeros_like(holding_cost))
@@ -696,6 +729,10 @@ class InventorySimulator(Simulator, Stackable, LeadTimes):
         proportion to the orders (equal split if none)."""
         requested = order @ idx.out_of  # [B, K] per internal source
         available = onhand.index_select(1, idx.source_nodes).clamp_min(0.0)
+        if self.params.allocation == "priority":  # served in link order until stock runs out
+            left = (idx.sources_to_edges(available) - order @ idx.earlier).clamp_min(0.0)
+            ship = order + idx.internal * (torch.minimum(order, left) - order)
+            return ship, ship @ idx.out_of
         share = available / requested.clamp_min(1e-9)
         if not idx.any_transship:  # ship = order * ratio, written as order + order * (ratio - 1)
             ship = torch.addcmul(order, order, idx.sources_to_edges(share.clamp_max(1.0) - 1.0))

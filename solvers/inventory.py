@@ -911,25 +911,52 @@ def references(sim: InventorySimulator, trace: Trace, warmup: int) -> list[Solve
             pass
         return results
     if name in ("inventory/one_warehouse", "inventory/many_warehouses", "inventory/real_data"):
-        episodes = min(trace.batch, LP_EPISODES)
-        periods = min(trace.horizon, LP_PERIODS)
-        lp_warmup = warmup if periods == trace.horizon else int(warmup * periods / trace.horizon)
-        sub = Trace({k: v[:episodes, :periods] for k, v in trace.data.items()}, trace.seed)
-        res = perfect_information_lp(sim, sub, lp_warmup)
-        # per-episode values pair with the policies' only when they cover the same periods;
-        # on a shorter window the bound is compared as one number (unpaired)
-        paired = periods == trace.horizon
-        details = dict(res.details, subset=f"episodes [0, {episodes}), periods [0, {periods}), "
-                       f"costs counted from period {lp_warmup}",
-                       trivial=bool(abs(res.objective) < 1e-9), paired=paired,
-                       window_values=res.per_trace.tolist())
-        results = [SolverResult(res.name, res.objective, res.kind, res.status, res.wall_s,
-                                per_trace=res.per_trace if paired else None, details=details)]
-        if sim.params.demand.kind == "normal":
-            results.append(decoupled_newsvendor_bound(sim))
-        return results
+        return _lp_references(sim, trace, warmup)
+    if name == "inventory/network":
+        return network_references(sim, trace, warmup)
     raise ValueError(
         f"references: no inventory reference for scenario {name!r}; known: "
         "inventory/one_store_backlog, one_store_lost, serial, transshipment, one_warehouse, "
-        "many_warehouses, real_data"
+        "many_warehouses, real_data, network"
     )
+
+
+def network_references(sim: InventorySimulator, trace: Trace, warmup: int) -> list[SolverResult]:
+    """References of a network file, chosen by its structure: the exact optimum where one
+    applies (a single backlogged Normal store, a single lost-sales Poisson store, a serial
+    backlogged Normal chain, none with link capacities or shipping or in-transit costs), else the
+    perfect-information LP and decoupled newsvendor bounds. Those bounds leave out link
+    capacities, in-transit holding and the allocation rule: relaxing constraints and dropping
+    non-negative costs keeps them lower bounds."""
+    p = sim.params
+    plain = (p.capacity is None and p.transit_holding is None
+             and not bool((p.order_cost != 0).any()))
+    if plain:
+        for solver in (base_stock_optimum, lost_sales_dp, echelon_base_stock_optimum):
+            try:
+                return [solver(sim)]
+            except ValueError:  # the structure does not fit this optimum
+                continue
+    return _lp_references(sim, trace, warmup)
+
+
+def _lp_references(sim: InventorySimulator, trace: Trace, warmup: int) -> list[SolverResult]:
+    """The perfect-information LP on a subset of the trace, plus the decoupled newsvendor bound
+    for Normal demand (see `references`)."""
+    episodes = min(trace.batch, LP_EPISODES)
+    periods = min(trace.horizon, LP_PERIODS)
+    lp_warmup = warmup if periods == trace.horizon else int(warmup * periods / trace.horizon)
+    sub = Trace({k: v[:episodes, :periods] for k, v in trace.data.items()}, trace.seed)
+    res = perfect_information_lp(sim, sub, lp_warmup)
+    # per-episode values pair with the policies' only when they cover the same periods;
+    # on a shorter window the bound is compared as one number (unpaired)
+    paired = periods == trace.horizon
+    details = dict(res.details, subset=f"episodes [0, {episodes}), periods [0, {periods}), "
+                   f"costs counted from period {lp_warmup}",
+                   trivial=bool(abs(res.objective) < 1e-9), paired=paired,
+                   window_values=res.per_trace.tolist())
+    results = [SolverResult(res.name, res.objective, res.kind, res.status, res.wall_s,
+                            per_trace=res.per_trace if paired else None, details=details)]
+    if sim.params.demand.kind == "normal":
+        results.append(decoupled_newsvendor_bound(sim))
+    return results

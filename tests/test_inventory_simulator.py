@@ -275,7 +275,7 @@ def test_transshipment_centre_forwards_all_stock(orders: list[float], expected: 
         (lambda: Network(("store", "store"), ((SUPPLIER, 0), (0, 1))), "store 0 cannot ship"),
         (lambda: Network(("store", "factory"), ((SUPPLIER, 0), (SUPPLIER, 1))), "kind"),
         (lambda: Network(("warehouse", "store"), ((SUPPLIER, 0), (SUPPLIER, 1))), "no outgoing"),
-        (lambda: Network(("store",), ((SUPPLIER, 0), (SUPPLIER, 0))), "duplicate"),
+        (lambda: Network(("warehouse", "store"), ((SUPPLIER, 0), (0, 1), (0, 1))), "duplicate"),
         (lambda: inv.transshipment(n_stores=0), "n_stores"),
         (lambda: inv.real_data(None), "path"),
     ],

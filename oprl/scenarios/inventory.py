@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from oprl.registry import Scenario
 
 _INV = "oprl.simulators.inventory:"
@@ -46,6 +48,10 @@ SCENARIOS = [
     Scenario("inventory/many_warehouses", _INV + "many_warehouses",
              "several warehouses, per-edge lead times and costs; bound: perfect-info LP",
              _INV_HEUR, _INV_REF, policy="gnn", train_defaults=_NETWORK, policy_kwargs=_SMALL_GNN, **_SHARED),
+    Scenario("inventory/network", "oprl.simulators.inventory_network:network",
+             "your own supply network from a YAML/JSON file (docs/network-files.md)",
+             _INV_HEUR, _INV_REF, train_defaults=_NETWORK,
+             param_defaults="oprl.scenarios.inventory:network_training", **_SHARED),
     Scenario("inventory/real_data", _INV + "real_data",
              "per-product demand series from a CSV/Parquet file; ceiling: perfect foresight",
              _INV_HEUR, _INV_REF,
@@ -54,3 +60,16 @@ SCENARIOS = [
 ]
 
 
+
+
+def network_training(params: dict[str, Any]) -> dict[str, Any]:
+    """A network file with one store fed along a chain trains like the single-store scenarios
+    (long dev episodes, larger batches); anything wider like the built-in networks."""
+    from oprl.simulators.network_file import load_network_file
+
+    if not params.get("file"):
+        return {}
+    spec = load_network_file(params["file"])
+    inbound = [sum(link.target == loc.name for link in spec.links)
+               for loc in spec.locations if loc.kind != "supplier"]
+    return dict(_ONE_STORE) if len(spec.stores) == 1 and max(inbound) == 1 else {}

@@ -60,6 +60,8 @@ class _World:
     holding: list[float]
     penalty: list[float]
     order_cost: list[float]
+    capacity: list[float]  # per edge; inf: no limit
+    transit_holding: list[float]  # per edge
     in_transit: list[_Shipment] = field(default_factory=list)
     demand_seen: list[list[float]] = field(default_factory=list)  # per period, per store
     orders: list[float] = field(default_factory=list)  # this period's orders per edge
@@ -81,6 +83,10 @@ def _new_world(sim: InventorySimulator, policy: Policy, trace: Trace, episode: i
         sim=sim, episode=episode, trace=trace, policy=policy, onhand=onhand,
         lead=[int(x) for x in _row(p.lead_time, episode)], holding=_row(p.holding, episode),
         penalty=_row(p.penalty, episode), order_cost=_row(p.order_cost, episode),
+        capacity=([float("inf")] * sim.network.n_edges if p.capacity is None
+                  else _row(p.capacity, episode)),
+        transit_holding=([0.0] * sim.network.n_edges if p.transit_holding is None
+                         else _row(p.transit_holding, episode)),
     )
 
 
@@ -125,11 +131,20 @@ def observation(w: _World, t: int) -> dict[str, Tensor]:
 # -- shipping rules -------------------------------------------------------------------------------
 
 
-def shipments_from(kind: str, onhand: float, orders: list[float]) -> list[float]:
+def shipments_from(
+    kind: str, onhand: float, orders: list[float], allocation: str = "proportional"
+) -> list[float]:
     """What one source ships on its outgoing edges given the (non-negative) orders on them:
-    everything when it has enough, a proportional share when short; a transshipment centre
-    ships all it has, in proportion to the orders (equal split when nothing is ordered)."""
+    everything when it has enough, a proportional share when short (or, by ``priority``, the
+    orders in link order until the stock runs out); a transshipment centre ships all it has,
+    in proportion to the orders (equal split when nothing is ordered)."""
     available = max(onhand, 0.0)
+    if allocation == "priority":
+        out = []
+        for q in orders:
+            out.append(min(q, available))
+            available -= out[-1]
+        return out
     requested = sum(orders)
     if kind == "transship":
         if requested > TINY:
@@ -152,7 +167,7 @@ def _clock(env: simpy.Environment, w: _World, start: list[simpy.Event]):
             action = w.policy(observation(w, t))
         if tuple(action.shape) != (1, e):
             raise ValueError(f"action: expected [1, {e}] from the policy, got {tuple(action.shape)}")
-        w.orders = [max(float(a), 0.0) for a in action[0]]
+        w.orders = [min(max(float(a), 0.0), cap) for a, cap in zip(action[0], w.capacity)]
         w.shipped = [0.0] * e
         w.period = dict.fromkeys(METRICS, 0.0)
         start[t].succeed(t)
@@ -188,7 +203,7 @@ def _location(env: simpy.Environment, w: _World, node: int, start: list[simpy.Ev
         if node == SUPPLIER:
             qty = orders
         else:
-            qty = shipments_from(net.kinds[node], w.onhand[node], orders)
+            qty = shipments_from(net.kinds[node], w.onhand[node], orders, w.sim.params.allocation)
             w.onhand[node] -= sum(qty)
         for e, q in zip(out, qty):
             _dispatch(env, w, t, e, q)
@@ -222,7 +237,8 @@ def _accountant(env: simpy.Environment, w: _World):
     for t in range(w.trace.horizon):
         yield env.timeout(t * TICKS + COST - env.now)
         m = w.period
-        m["holding_cost"] = sum(h * max(x, 0.0) for h, x in zip(w.holding, w.onhand))
+        m["holding_cost"] = sum(h * max(x, 0.0) for h, x in zip(w.holding, w.onhand)) + sum(
+            w.transit_holding[s.edge] * s.qty for s in w.in_transit)  # travelling this period
         m["ordering_cost"] = sum(c * q for c, q in zip(w.order_cost, w.shipped))
         m["shipped"] = sum(w.shipped)
         m["cost"] = m["holding_cost"] + m["underage_cost"] + m["ordering_cost"]
