@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from oprl.policies.inventory_heuristics import evaluate_levels, newsvendor_levels
@@ -296,10 +299,41 @@ def test_decoupled_bound_matches_monte_carlo_newsvendor_and_bounds_heuristics():
     assert bound < float(simulated)
 
 
-def test_lost_sales_dp_at_lead_time_one_simulates_to_its_value():
+def lost_sales_lead_one_lp(mean: float, holding: float, penalty: float, cap: int = 30) -> float:
+    """Average-cost optimum of the lost-sales store with lead time 1, by a second method: the
+    linear program over stationary state-action frequencies mu(x, q) (x: on hand after the
+    arrival, q: the order, arriving next period). Period order as in the simulator: demand D
+    is met from x, h per unit left and p per unit short, next x = (x - D)^+ + q. Positions
+    x + q are capped at ``cap`` (far above anything optimal for Poisson(5))."""
+    from scipy.optimize import linprog
+
+    d = np.arange(cap + 1)
+    pmf = np.array([math.exp(-mean) * mean**k / math.factorial(k) for k in d])
+    pairs = [(x, q) for x in range(cap + 1) for q in range(cap + 1 - x)]
+    cost, balance = [], np.zeros((cap + 1, len(pairs)))
+    for col, (x, q) in enumerate(pairs):
+        left = np.clip(x - d, 0, None)  # (x - D)^+ for D = 0..cap, D > cap leaves nothing
+        tail = 1.0 - pmf[: x + 1].sum()  # P(D > x) beyond the table is folded into left = 0
+        short = mean - x + float((left * pmf).sum())  # E(D - x)^+ = E D - x + E(x - D)^+
+        cost.append(holding * float((left * pmf).sum()) + penalty * short)
+        np.add.at(balance[:, col], left[: x + 1] + q, pmf[: x + 1])
+        balance[q, col] += tail
+        balance[x, col] -= 1.0
+    a_eq = np.vstack([balance, np.ones(len(pairs))])
+    b_eq = np.append(np.zeros(cap + 1), 1.0)
+    res = linprog(cost, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+    assert res.status == 0
+    return float(res.fun)
+
+
+def test_lost_sales_dp_at_lead_time_one_matches_the_occupancy_lp_and_simulates_to_its_value():
+    """Relative value iteration against the state-action frequency LP (5.44 in Zipkin 2008,
+    Table 1, p = 9, L = 1), then the DP's policy simulated."""
     sim = inv.one_store_lost(lead_time=1, penalty=9.0)
     res = lost_sales_dp(sim)
-    assert res.kind == "optimal" and res.objective == pytest.approx(5.4382, abs=1e-3)
+    assert res.kind == "optimal"
+    assert res.objective == pytest.approx(lost_sales_lead_one_lp(5.0, 1.0, 9.0), abs=1e-5)
+    assert res.objective == pytest.approx(5.44, abs=0.005)
     trace = sim.sample_trace(64, 1500, seed=3)
     with torch.no_grad():
         cost = sim.episode_metric(rollout(sim, res.policy, trace).rewards, 300)
