@@ -1,5 +1,5 @@
 """Pooling (capacity 2-3): hand-computed insertions, route invariants, and a regression pin
-showing that capacity 1 behaves as to the simulator as committed on 2026-11-23 (seed
+showing that capacity 1 behaves as the simulator committed on 2026-11-23 (seed
 11, 2 episodes x 15 minutes, 40 vehicles), before pooling was added. The simpy twin checks the
 pooled dynamics on whole episodes (tests/test_dispatch_twin.py)."""
 
