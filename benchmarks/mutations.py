@@ -12,7 +12,9 @@ the code moved, so the pattern must be updated, never silently skipped.
         # simple operator mutations (== -> !=, < -> <=, and -> or, ...) of one file, one at a
         # time, and the mutation score
 
-Exit status 1 when any mutation survives or a pattern is missing.
+The named tests first run once on the unmutated copy: a kill only means something if they
+pass there. Exit status 1 when any mutation survives, a pattern is missing or the tests
+fail without a mutation.
 """
 
 from __future__ import annotations
@@ -146,6 +148,10 @@ def main() -> int:
                     apply(base, m.file, m.old, m.new)
             cases = [(m.name, m.file, m.old, m.new, None, m.tests)
                      for m in MUTATIONS if args.only in m.name]
+        for tests in dict.fromkeys(c[5] for c in cases):  # a kill only counts if they pass
+            if not run_tests(base, tests, args.timeout):
+                print(f"BASELINE FAILS: {' '.join(tests)} fail without any mutation")
+                return 1
         killed = 0
         for name, file, old, new, k, tests in cases:
             work = Path(tmp) / "mutant"

@@ -1,5 +1,5 @@
 """Pooling (capacity 2-3): hand-computed insertions, route invariants, and a regression pin
-showing that capacity 1 stays bit-identical to the simulator as committed on 2026-11-23 (seed
+showing that capacity 1 behaves as the simulator committed on 2026-11-23 (seed
 11, 2 episodes x 15 minutes, 40 vehicles), before pooling was added. The simpy twin checks the
 pooled dynamics on whole episodes (tests/test_dispatch_twin.py)."""
 
@@ -24,16 +24,18 @@ SAVED = {  # policy: (episode reward, served, expired, pickup minutes), per epis
 
 
 @pytest.mark.parametrize("policy", [NearestGreedy, PickupAssignment])
-def test_capacity_one_rollout_equals_the_saved_behaviour(policy):
+def test_regression_capacity_one_rollout_keeps_the_saved_behaviour(policy):
+    """A regression pin, not an independent check (the simpy twin is that): counts must be
+    identical, float totals equal up to float32 summation order."""
     sim = manhattan(n_vehicles=40, requests=200, horizon=15, eval_horizon=15, candidates=5,
                     initial_busy=0.5, initial_busy_max=8, matcher="scipy")
     trace = sim.sample_trace(2, 15, seed=11)
     result = rollout(sim, policy(sim), trace, keep_metrics=True)
     reward, served, expired, pickup = SAVED[policy.__name__]
-    assert result.rewards.sum(1).tolist() == reward
+    assert result.rewards.sum(1).tolist() == pytest.approx(reward, rel=1e-6)
     assert result.metrics["served"].sum(1).int().tolist() == served
     assert result.metrics["expired"].sum(1).int().tolist() == expired
-    assert result.metrics["pickup_minutes"].sum(1).tolist() == pickup
+    assert result.metrics["pickup_minutes"].sum(1).tolist() == pytest.approx(pickup, abs=1e-6)
     assert torch.all(result.metrics["served"].sum(1) > 0)
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 from oprl.policies.dispatch import NearestGreedy, PairMLP, PickupAssignment
-from oprl.simulators.dispatch import manhattan
-from oprl.solvers.dispatch import hindsight_bound, hindsight_flow, references
+from oprl.simulators.dispatch import DispatchParams, DispatchSimulator, ZoneMap, manhattan
+from oprl.solvers.dispatch import fluid_lp, hindsight_bound, hindsight_flow, references
 
 from oprl.core import Trace, rollout
 
@@ -67,6 +67,33 @@ def test_fluid_lp_within_references():
     assert 0 < float(lp.details["metrics"]["served_orders"]) <= 150 + 1e-3  # float32 rates
     with pytest.raises(ValueError, match="warmup"):
         hindsight_bound(sim, sim.sample_trace(1, 10, seed=0), 2)
+
+
+def one_zone(n_vehicles: int, initial_busy: float) -> DispatchSimulator:
+    """One square zone of 4 km^2: trips of 0.5 * 2 km * 1.3 = 1.3 km, 2.6 -> 3 minutes at
+    30 km/h; 20 requests expected over 10 minutes."""
+    zones = ZoneMap(ids=(1,), names=("A",), lon=torch.zeros(1), lat=torch.zeros(1),
+                    area_km2=torch.tensor([4.0]), edges=torch.zeros(2, 0, dtype=torch.long))
+    return DispatchSimulator(DispatchParams(
+        n_vehicles=n_vehicles, requests=20.0, horizon=10, eval_horizon=10,
+        speeds_kmh=(30.0,) * 24, initial_busy=initial_busy, initial_busy_max=15), zones)
+
+
+@pytest.mark.parametrize("n_vehicles,initial_busy,served", [
+    (10, 0.0, 20.0),  # 10 * (10 + 6 overrun) = 160 vehicle-minutes >= 6 * 20: all served
+    (2, 0.0, 32 / 6),  # 2 * 16 = 32 vehicle-minutes, 6 per order (3 pickup + 3 trip)
+    (2, 0.5, 24 / 6),  # half the fleet busy for 8 minutes on average: 2 * (10 - 4 + 6) = 24
+])
+def test_fluid_lp_value_by_hand_on_one_zone(n_vehicles, initial_busy, served):
+    """One zone: every order earns 3 + 1.3 km * 1 minus a 3-minute pickup at 3 per hour (0.15)
+    and each served order saves its timeout cost, so the LP serves as many orders as the
+    vehicle-minutes allow: value = 5.15 * served - 1 * 20 (every order times out otherwise)."""
+    sim = one_zone(n_vehicles, initial_busy)
+    assert sim.travel_minutes(0).tolist() == [[3]]
+    lp = fluid_lp(sim, 10)
+    assert lp.status.startswith("fluid optimal")
+    assert float(lp.details["metrics"]["served_orders"]) == pytest.approx(served, rel=1e-5)
+    assert lp.objective == pytest.approx(5.15 * served - 20.0, abs=1e-4)
 
 
 def hindsight_lp(sim, trace, episode: int, objective: str) -> float:

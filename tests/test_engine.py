@@ -9,7 +9,7 @@ from oprl.simulators.inventory_rules import BaseStock
 
 import oprl
 from oprl.core import Trace, rollout
-from oprl.evaluate import COLUMNS, Entry, choose_reference, evaluate, failed_status
+from oprl.evaluate import COLUMNS, Entry, choose_reference, evaluate, failed_status, format_table
 from oprl.result import SolverResult
 from oprl.runs import RunDir, atomic_write
 
@@ -160,3 +160,36 @@ def test_metric_table_is_a_dataframe_with_finite_numbers():
     frame = evaluate(sim, trace, 20, [Entry("bs", BaseStock(sim, 11.0), "heuristic")])
     assert isinstance(frame, pd.DataFrame)
     assert math.isfinite(frame["mean"].iloc[0]) and frame["mean"].iloc[0] > 0
+
+
+def test_evaluate_marks_an_optimal_policy_reference_exact_and_skips_mismatched_bounds():
+    """An optimal reference with a policy shows its exact value beside the simulated mean; a
+    second per-trace bound over other episodes than the policy rows gets a gap on its own
+    episodes when the counts match and none (NaN) when they do not."""
+    sim = oprl.make("inventory/one_store_backlog", lead_time=1)
+    trace = sim.sample_trace(4, 60, seed=0)
+    opt = SolverResult("opt", 7.25, "optimal", "optimal", 0.0, policy=BaseStock(sim, 12.0))
+    frame = evaluate(sim, trace, 10, [], [opt]).set_index("policy")
+    assert frame.loc["opt", "status"] == "optimal; exact 7.2500"
+    lb = SolverResult("lp", 1.0, "lower_bound", "optimal", 0.0,
+                      per_trace=torch.tensor([2.0, 4.0]), details={"episodes": [0, 1]})
+    same = SolverResult("lp2", 0.5, "lower_bound", "optimal", 0.0,
+                        per_trace=torch.tensor([1.0, 2.0]), details={"episodes": [0, 1]})
+    other = SolverResult("lp3", 0.5, "lower_bound", "optimal", 0.0,
+                         per_trace=torch.tensor([1.0, 2.0, 3.0]), details={"episodes": [0, 1, 2]})
+    rows = evaluate(sim, trace, 10, [], [lb, same, other]).set_index("policy")
+    assert rows.loc["lp", "reference"] == "lp"  # the tightest lower bound
+    assert rows.loc["lp2", "gap_pct"] == pytest.approx(100 * (1.5 - 3.0) / 3.0)
+    assert math.isnan(rows.loc["lp3", "gap_pct"])
+
+
+def test_format_table_splits_the_main_metric_from_secondary_ones():
+    base = {"scenario": "s", "kind": "heuristic", "stderr": 0.1, "reference": "", "status": "",
+            "reference_kind": "", "gap_pct": float("nan"), "wall_s": 0.0,
+            "gap_stderr_pct": float("nan")}
+    frame = pd.DataFrame([{**base, "policy": "a", "metric": "cost", "mean": 1.0},
+                          {**base, "policy": "b", "metric": "cost", "mean": 2.0},
+                          {**base, "policy": "a", "metric": "served", "mean": 9.0}])
+    main, secondary = format_table(frame).split("secondary metrics")
+    assert "metric: cost" in main and " b " in main and "9.0000" not in main
+    assert "served" in secondary and "cost" not in secondary and "9" in secondary

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from oprl.policies.inventory_heuristics import evaluate_levels, newsvendor_levels
@@ -212,15 +215,88 @@ def test_lp_reference_pairs_on_its_episodes_only_over_the_same_periods(monkeypat
     assert windowed.per_trace is None and not windowed.details["paired"]
 
 
-def test_lp_highs_and_glop_agree_and_bound_simulated_policies():
-    sim = inv.many_warehouses(n_warehouses=2, n_stores=3, instance_seed=1)
-    trace = sim.sample_trace(2, 40, seed=4)
-    highs = perfect_information_lp(sim, trace, 5)
-    glop = perfect_information_lp(sim, trace, 5, backend="glop")
-    assert highs.status == glop.status == "optimal"
-    assert torch.allclose(highs.per_trace, glop.per_trace, rtol=1e-6, atol=1e-6)
-    assert float(highs.per_trace.min()) > 0.0  # per-edge shipping costs cannot be avoided
+def hindsight_cost(sim, demand: np.ndarray, warmup: int) -> float:
+    """The perfect-information optimum of one trace ``demand`` ``[T, S]``, written from the
+    simulator's period order with OR-Tools' modelling API (GLOP), independently of the solver
+    module: on-hand stock is never a variable but the running sum of what came in minus what
+    went out. Each period: internal sources ship from their start-of-period stock (a
+    transshipment centre ships all of it), zero-lead shipments land at once, stores meet
+    demand (lost: sales <= demand and stock; backlog: net stock may go negative), holding is
+    paid on the end-of-period stock (positive part at a backlogged store), the penalty on the
+    shortfall (lost) or backlog, the order cost on shipments; shipments with lead L >= 1 land
+    at the end of period t + L - 1. Costs count from ``warmup``."""
+    from ortools.linear_solver import pywraplp
 
+    p, net = sim.params, sim.network
+    lead = [int(v) for v in p.lead_time]
+    hold, pen, ocost = (np.asarray(p.holding, float), np.asarray(p.penalty, float),
+                        np.asarray(p.order_cost, float))
+    init = np.zeros(net.n_nodes) if p.initial_onhand is None else np.asarray(p.initial_onhand)
+    stores = {node: i for i, node in enumerate(net.stores)}
+    horizon = demand.shape[0]
+    lp = pywraplp.Solver.CreateSolver("GLOP")
+    ship = [[lp.NumVar(0, lp.infinity(), f"q{t}_{k}") for k in range(net.n_edges)]
+            for t in range(horizon)]
+    sales = {(t, s): lp.NumVar(0, float(demand[t, s]), f"s{t}_{s}")
+             for t in range(horizon) for s in stores.values()} if p.lost_sales else {}
+    cost = []
+    stock = {n: float(init[n]) for n in range(net.n_nodes)}  # a linear expression per node
+    for t in range(horizon):
+        for n in range(net.n_nodes):
+            out = [ship[t][k] for k, (src, _) in enumerate(net.edges) if src == n]
+            if out and net.kinds[n] == "transship":
+                lp.Add(sum(out) == stock[n])
+            elif out:
+                lp.Add(sum(out) <= stock[n])
+            stock[n] = stock[n] - sum(out) + sum(
+                ship[t][k] for k, (_, dst) in enumerate(net.edges) if dst == n and lead[k] == 0)
+        for n, s in stores.items():
+            if p.lost_sales:
+                lp.Add(sales[t, s] <= stock[n])
+                stock[n] = stock[n] - sales[t, s]
+                short = float(demand[t, s]) - sales[t, s]
+                held = stock[n]
+            else:
+                stock[n] = stock[n] - float(demand[t, s])
+                held = lp.NumVar(0, lp.infinity(), "")  # >= positive part, >= 0
+                short = lp.NumVar(0, lp.infinity(), "")  # >= backlog
+                lp.Add(held >= stock[n])
+                lp.Add(short >= -stock[n])
+            if t >= warmup:
+                cost += [hold[n] * held, pen[s] * short]
+        if t >= warmup:
+            cost += [hold[n] * stock[n] for n in range(net.n_nodes) if n not in stores]
+            cost += [ocost[k] * ship[t][k] for k in range(net.n_edges)]
+        for k, (_, dst) in enumerate(net.edges):
+            if lead[k] >= 1 and t - lead[k] + 1 >= 0:
+                stock[dst] = stock[dst] + ship[t - lead[k] + 1][k]
+    lp.Minimize(sum(cost))
+    assert lp.Solve() == lp.OPTIMAL
+    return lp.Objective().Value()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: inv.many_warehouses(n_warehouses=2, n_stores=3, instance_seed=1),
+    lambda: inv.many_warehouses(n_warehouses=3, n_stores=2, links_per_store=3, instance_seed=5),
+    lambda: inv.one_warehouse(n_stores=2, instance_seed=4, warehouse_lead_time=0),
+    lambda: inv.transshipment(n_stores=2, store_lead_time=0, warehouse_lead_time=1),
+    lambda: inv.serial(store_lead_time=1, lead_times=[0, 2, 1, 1]),
+    lambda: inv.one_store_backlog(lead_time=2, initial_onhand=[7.0]),
+])
+def test_lp_matches_an_independent_model_on_small_networks(make):
+    """The solver's HiGHS LP against `hindsight_cost` (GLOP, separately written) on two
+    traces of 12 periods, costs from period 2."""
+    sim = make()
+    trace = sim.sample_trace(2, 12, seed=4)
+    res = perfect_information_lp(sim, trace, 2)
+    assert res.status == "optimal"
+    demand = trace["demand"].double().numpy()
+    counted = len(sim.network.stores) * 10
+    expected = [hindsight_cost(sim, demand[i], 2) / counted for i in range(2)]
+    assert res.per_trace.tolist() == pytest.approx(expected, rel=1e-6, abs=1e-6)
+
+
+def test_lp_bounds_simulated_policies():
     sim = inv.one_warehouse(n_stores=3, instance_seed=2)
     trace = sim.sample_trace(3, 50, seed=7)
     lp = perfect_information_lp(sim, trace, 0)
@@ -296,10 +372,41 @@ def test_decoupled_bound_matches_monte_carlo_newsvendor_and_bounds_heuristics():
     assert bound < float(simulated)
 
 
-def test_lost_sales_dp_at_lead_time_one_simulates_to_its_value():
+def lost_sales_lead_one_lp(mean: float, holding: float, penalty: float, cap: int = 30) -> float:
+    """Average-cost optimum of the lost-sales store with lead time 1, by a second method: the
+    linear program over stationary state-action frequencies mu(x, q) (x: on hand after the
+    arrival, q: the order, arriving next period). Period order as in the simulator: demand D
+    is met from x, h per unit left and p per unit short, next x = (x - D)^+ + q. Positions
+    x + q are capped at ``cap`` (far above anything optimal for Poisson(5))."""
+    from scipy.optimize import linprog
+
+    d = np.arange(cap + 1)
+    pmf = np.array([math.exp(-mean) * mean**k / math.factorial(k) for k in d])
+    pairs = [(x, q) for x in range(cap + 1) for q in range(cap + 1 - x)]
+    cost, balance = [], np.zeros((cap + 1, len(pairs)))
+    for col, (x, q) in enumerate(pairs):
+        left = np.clip(x - d, 0, None)  # (x - D)^+ for D = 0..cap, D > cap leaves nothing
+        tail = 1.0 - pmf[: x + 1].sum()  # P(D > x) beyond the table is folded into left = 0
+        short = mean - x + float((left * pmf).sum())  # E(D - x)^+ = E D - x + E(x - D)^+
+        cost.append(holding * float((left * pmf).sum()) + penalty * short)
+        np.add.at(balance[:, col], left[: x + 1] + q, pmf[: x + 1])
+        balance[q, col] += tail
+        balance[x, col] -= 1.0
+    a_eq = np.vstack([balance, np.ones(len(pairs))])
+    b_eq = np.append(np.zeros(cap + 1), 1.0)
+    res = linprog(cost, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+    assert res.status == 0
+    return float(res.fun)
+
+
+def test_lost_sales_dp_at_lead_time_one_matches_the_occupancy_lp_and_simulates_to_its_value():
+    """Relative value iteration against the state-action frequency LP (5.44 in Zipkin 2008,
+    Table 1, p = 9, L = 1), then the DP's policy simulated."""
     sim = inv.one_store_lost(lead_time=1, penalty=9.0)
     res = lost_sales_dp(sim)
-    assert res.kind == "optimal" and res.objective == pytest.approx(5.4382, abs=1e-3)
+    assert res.kind == "optimal"
+    assert res.objective == pytest.approx(lost_sales_lead_one_lp(5.0, 1.0, 9.0), abs=1e-5)
+    assert res.objective == pytest.approx(5.44, abs=0.005)
     trace = sim.sample_trace(64, 1500, seed=3)
     with torch.no_grad():
         cost = sim.episode_metric(rollout(sim, res.policy, trace).rewards, 300)
