@@ -392,19 +392,19 @@ def test_tiny_demand_file_loads_in_wide_and_long_format(tmp_path: Path) -> None:
     torch.testing.assert_close(long, wide)
 
 
-def test_real_data_samples_windows_of_the_series() -> None:
+def test_real_data_samples_windows_of_the_training_periods() -> None:
     sim = inv.real_data(DATA, lead_time=2, demand_lags=3, horizon=12, warmup=2)
     series = inv.load_demand_series(DATA)
     trace = sim.sample_trace(8, 12, seed=4)
     assert trace["demand"].shape == (8, 12, 1)
-    windows = series.unfold(1, 12, 1).reshape(-1, 12)  # every window of every product
+    train = series[:, :15]  # 30 periods: the last 9 test, the 6 before them dev
+    windows = train.unfold(1, 12, 1).reshape(-1, 12)  # every training window of every product
     for row in trace["demand"][..., 0]:
-        assert (windows == row).all(-1).any(), "a sampled episode is not a window of the file"
-    assert sim.params.eval_horizon == 30
+        assert (windows == row).all(-1).any(), "a sampled episode is not a training window"
     result = rollout(sim, order_up_to(sim, torch.tensor([30.0])), trace)
     assert torch.isfinite(result.rewards).all()
     with pytest.raises(ValueError, match="horizon"):
-        sim.sample_trace(2, 31, seed=0)
+        sim.sample_trace(2, 16, seed=0)
 
 
 @pytest.mark.parametrize("build", [

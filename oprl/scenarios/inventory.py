@@ -46,7 +46,7 @@ SCENARIOS = [
     Scenario("inventory/many_warehouses", _INV + "many_warehouses",
              "several warehouses, per-edge lead times and costs; bound: perfect-info LP",
              _INV_HEUR, _INV_REF, policy="gnn", train_defaults=_NETWORK, policy_kwargs=_SMALL_GNN, **_SHARED),
-    Scenario("inventory/real_data", _INV + "real_data",
+    Scenario("inventory/real_data", "oprl.simulators.inventory_data:real_data",
              "per-product demand series from a CSV/Parquet file; ceiling: perfect foresight",
              _INV_HEUR, _INV_REF,
              train_defaults={"steps": 300, "batch_size": 128, "lr": 3e-3,
