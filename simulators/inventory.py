@@ -1002,10 +1002,3 @@ def load_demand_series(path: str | Path) -> Tensor:
     if (values < 0).any():
         raise ValueError(f"{path.name}: demand must be non-negative")
     return values.float()
-
-
-def real_data(path: str | Path | None = None, **kw):
-    """`oprl.simulators.inventory_data.real_data` (one store per product, train/dev/test by date)."""
-    from oprl.simulators.inventory_data import real_data as build
-
-    return build(path, **kw)

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from oprl.simulators import inventory as inv
 from oprl.simulators.inventory import SUPPLIER, Demand, InventoryParams, InventorySimulator, Network
+from oprl.simulators.inventory_data import real_data
 from torch import Tensor
 
 from oprl.core import Observation, Trace, rollout
@@ -277,7 +278,7 @@ def test_transshipment_centre_forwards_all_stock(orders: list[float], expected: 
         (lambda: Network(("warehouse", "store"), ((SUPPLIER, 0), (SUPPLIER, 1))), "no outgoing"),
         (lambda: Network(("store",), ((SUPPLIER, 0), (SUPPLIER, 0))), "duplicate"),
         (lambda: inv.transshipment(n_stores=0), "n_stores"),
-        (lambda: inv.real_data(None), "path"),
+        (lambda: real_data(None), "path"),
     ],
 )
 def test_bad_parameters_raise_value_error_naming_the_field(build, match: str) -> None:
@@ -393,7 +394,7 @@ def test_tiny_demand_file_loads_in_wide_and_long_format(tmp_path: Path) -> None:
 
 
 def test_real_data_samples_windows_of_the_training_periods() -> None:
-    sim = inv.real_data(DATA, lead_time=2, demand_lags=3, horizon=12, warmup=2)
+    sim = real_data(DATA, lead_time=2, demand_lags=3, horizon=12, warmup=2)
     series = inv.load_demand_series(DATA)
     trace = sim.sample_trace(8, 12, seed=4)
     assert trace["demand"].shape == (8, 12, 1)
