@@ -72,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--csv")
     b.add_argument("--plot", help="write a PNG of each policy's cost against the reference")
 
+    d = sub.add_parser("recommend", help="the next period's orders of a run's policy for a state")
+    d.add_argument("run_dir")
+    d.add_argument("--state", required=True, help="current state, JSON or CSV (docs/deploy.md)")
+    d.add_argument("--out", help="also write the orders to this CSV file")
+
+    x = sub.add_parser("export", help="write a run's policy with torch.export (runs with torch alone)")
+    x.add_argument("run_dir")
+    x.add_argument("--out", required=True, help="the .pt2 file to write")
+
     w = sub.add_parser("sweep", help="batch scenario analysis over a grid of parameters")
     w.add_argument("spec", help="sweep spec (YAML); see examples/sweeps/")
     w.add_argument("--backend", choices=["local", "ray"], default="local")
@@ -197,6 +206,22 @@ def run(argv: list[str] | None = None) -> int:
                               eval_episodes=args.episodes, csv=args.csv,
                               log=lambda m: print(m, file=sys.stderr))
         print(format_table(frame))
+    elif args.command == "recommend":
+        import pandas as pd
+
+        from oprl.deploy import load_policy, read_state
+        from oprl.runs import check_writable, write_csv
+
+        orders = load_policy(args.run_dir).act(read_state(args.state))
+        frame = pd.DataFrame({"link": list(orders), "order": list(orders.values())})
+        print(frame.to_string(index=False))
+        if args.out:
+            write_csv(check_writable(args.out, "--out"), frame)
+    elif args.command == "export":
+        from oprl.export import export_policy
+        from oprl.runs import check_writable
+
+        print(export_policy(args.run_dir, check_writable(args.out, "--out")))
     elif args.command == "solve":
         results = api.solve(args.scenario, parse_sets(args.set), episodes=args.episodes,
                             device=args.device, seed=args.seed + api.EVAL_SEED)

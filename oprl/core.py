@@ -271,6 +271,30 @@ class LeadTimes(ABC):
         """The longest lead time in periods."""
 
 
+SPLITS = ("train", "dev", "test")
+
+
+class DataSplits(ABC):
+    """A simulator replaying a recorded history split by date into train, dev and test blocks.
+
+    ``sample_trace`` draws training windows from the train block only (training batches and
+    heuristic tuning); `holdout` gives the fixed episodes that score a block: checkpoint
+    selection reads 'dev', evaluation 'test'. The periods before a block are replayed first
+    as a warm-up that is not counted, so demand lags and pipelines are those of real history."""
+
+    @abstractmethod
+    def holdout(self, purpose: str, device: str | torch.device = "cpu") -> tuple[Trace, int]:
+        """One episode per series covering block ``purpose`` (one of `SPLITS`), and the number
+        of uncounted warm-up periods before it."""
+
+
+def check_split(purpose: str) -> str:
+    """``purpose`` when it names a block of `SPLITS`, else a ValueError."""
+    if purpose not in SPLITS:
+        raise ValueError(f"purpose: {purpose!r}; allowed {', '.join(SPLITS)}")
+    return purpose
+
+
 class WholeUnitActions(ABC):
     """A policy that may round its actions (orders) to whole units outside training."""
 

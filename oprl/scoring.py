@@ -4,7 +4,9 @@ A cell is one scenario with fixed parameters and a seed. Scoring it means: tune 
 heuristics on training traces, sample the evaluation trace, compute the solver references on that
 very trace, and evaluate every policy on it (paired with the reference). `prepare_cell` does the
 first three in that order (the order fixes the random streams), `score_cell` the last; a sweep
-may hand `score_cell` scores it computed for many cells in one batched rollout.
+may hand `score_cell` scores it computed for many cells in one batched rollout. A recorded
+history (`oprl.core.DataSplits`) tunes on windows of its train block and evaluates on its test
+block, one episode per series.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor
 
 from oprl import registry
-from oprl.core import Simulator, Trace
+from oprl.core import DataSplits, Simulator, Trace
 from oprl.evaluate import Entry, evaluate
 from oprl.result import SolverResult
 
@@ -100,6 +102,8 @@ def tune_heuristics(scenario: registry.Scenario, sim: Simulator, settings: CellS
     if settings.heuristics == ():
         return []
     start = time.perf_counter()
+    if isinstance(sim, DataSplits):  # a recorded history: training windows of its train block
+        horizon, warmup = sim.horizon, sim.warmup
     tune = sim.sample_trace(settings.tune_episodes, min(horizon, settings.tune_horizon),
                             seed=settings.seed + TUNE_SEED, device=device)
     fitted = registry.load(scenario.heuristics)(sim, tune, min(warmup, tune.horizon // 3))
@@ -117,8 +121,13 @@ def prepare_cell(scenario: registry.Scenario, sim: Simulator, learned: list[Entr
     log("[oprl] tuning heuristics on training traces ...")
     entries = list(learned) + tune_heuristics(scenario, sim, settings, horizon, warmup, device)
     log("[oprl] solving references on the evaluation traces ...")
-    trace = sim.sample_trace(settings.eval_episodes, horizon,
-                             seed=settings.seed + EVAL_SEED, device=device)
+    if isinstance(sim, DataSplits):  # the test block: one episode per series, not resampled
+        trace, warmup = sim.holdout("test", device)
+        log(f"[oprl] evaluating on the history's test block: one episode per series "
+            f"({trace.batch}), whatever --episodes says")
+    else:
+        trace = sim.sample_trace(settings.eval_episodes, horizon,
+                                 seed=settings.seed + EVAL_SEED, device=device)
     references: list[SolverResult] = []
     if settings.solvers != ():
         references = [r for r in registry.load(scenario.references)(sim, trace, warmup)

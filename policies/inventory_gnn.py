@@ -47,5 +47,5 @@ class InventoryGNN(nn.Module, WholeUnitActions):
         nodes, edges = self.features.nodes(obs), self.features.edges(obs)
         node_h, edge_h = self.encoder(nodes, edges, self.edge_index)
         raw = self.head(node_h, edge_h, self.edge_index).squeeze(-1)
-        return whole_units(scaled_orders(raw, self.features.edge_scale), self.integer_orders,
+        return whole_units(scaled_orders(raw, self.features.scales(obs)[1]), self.integer_orders,
                            self.training)

@@ -166,6 +166,30 @@ class AdaptiveNewsvendor(nn.Module):
         return action.index_copy(1, self.edge_of_node, per_node)
 
 
+class SeriesBaseStock(BaseStock):
+    """Base-stock with each store's level in units of its episode's series level (the trace's
+    ``scale``, seen as the store's mean-demand feature): one tuned number serves slow and fast
+    movers, as the learned policy's per-series scaling does."""
+
+    def __init__(self, sim: InventorySimulator, levels: Tensor | float) -> None:
+        super().__init__(sim, levels)
+        self.mean_column = sim.node_layout["mean_demand"].start
+
+    def _orders_by_node(self, obs: Observation) -> Tensor:
+        level = obs["nodes"][:, :-1, self.mean_column]
+        return (self.levels * level - inventory_position(obs, self.slots)).clamp_min(0.0)
+
+
+def tune_series_base_stock(sim: InventorySimulator, trace: Trace, warmup: int) -> Tensor:
+    """Best `SeriesBaseStock` level (in series levels) by a refined grid around the lead time
+    plus one period of mean demand."""
+    cover = float(sim.params.lead_time.float().max()) + 1.0
+    start = torch.full((sim.network.n_nodes,), cover)
+    return _coordinate_search(
+        lambda c: evaluate_levels(sim, lambda lv: SeriesBaseStock(sim, lv), c, trace, warmup),
+        start, start.clone(), [list(range(sim.network.n_nodes))], rounds=3, grid=21)
+
+
 def tune_scalar(
     sim: InventorySimulator, make_policy: Callable[[Tensor], nn.Module], values: Tensor,
     trace: Trace, warmup: int,
@@ -190,6 +214,10 @@ def inventory_heuristics(
                         trace, warmup)
         policies["newsvendor (adaptive)"] = (AdaptiveNewsvendor(sim, z), f"z={z:.2f} {TUNED}")
         policies["base-stock"] = (BaseStock(sim, tune_base_stock(sim, trace, warmup)), TUNED)
+        if "scale" in trace.data:
+            level = tune_series_base_stock(sim, trace, warmup)
+            policies["base-stock (per-series level)"] = (
+                SeriesBaseStock(sim, level), f"{float(level[0]):.2f} x series level {TUNED}")
         return policies
     policies["newsvendor"] = (BaseStock(sim, newsvendor_levels(sim)), "closed form (normal approx.)")
     policies["base-stock"] = (BaseStock(sim, tune_base_stock(sim, trace, warmup)), TUNED)

@@ -62,6 +62,12 @@ class InventoryFeatures(nn.Module):
         self.register_buffer("node_scale", ns, persistent=False)
         self.register_buffer("edge_scale", ns[edge_index_with_supplier(sim)[1]], persistent=False)
         self.register_buffer("global_scale", sim.demand_moments()[0].float().mean(), persistent=False)
+        # replayed series: each episode's own level (its store's mean-demand feature, from the
+        # trace's ``scale``) replaces the fixed scale, so slow and fast movers share weights
+        self.per_episode = sim.params.demand.kind == "series"
+        if self.per_episode:
+            self.register_buffer("member", echelon_members(sim), persistent=False)
+            self.register_buffer("edge_dst", edge_index_with_supplier(sim)[1], persistent=False)
         self.node_dim = 2 * self.slots + 11 + self.lags
         self.position_column = 1 + 2 * self.slots  # scaled inventory position in `nodes`
         self.edge_dim = self.slots + 4
@@ -88,24 +94,36 @@ class InventoryFeatures(nn.Module):
             return torch.nn.functional.pad(x, (0, extra))
         return x[..., : self.slots]
 
+    def scales(self, obs: Observation) -> tuple[Tensor, Tensor]:
+        """Node ``[N+1]`` and edge ``[E]`` scales, or ``[B, N+1]`` and ``[B, E]`` per episode
+        on replayed series: the level of every store a location serves, summed."""
+        if not self.per_episode:
+            return self.node_scale, self.edge_scale
+        n = self.member.shape[0]
+        level = obs["nodes"][:, :n, self.node_layout["mean_demand"]].squeeze(-1)  # 0 off stores
+        node = torch.cat([level @ self.member.T, level.sum(-1, keepdim=True)], -1).clamp_min(1e-3)
+        return node, node.index_select(1, self.edge_dst)
+
     def nodes(self, obs: Observation) -> Tensor:
         x, at = obs["nodes"], self.node_layout
-        scale = self.node_scale.unsqueeze(-1)  # [N+1, 1]
+        node_scale = self.scales(obs)[0]
+        scale = node_scale.unsqueeze(-1)  # [N+1, 1] or [B, N+1, 1]
         onhand = x[..., at["onhand"]] / scale
         inbound = x[..., at["pipeline"]] / scale
         position = onhand + inbound.sum(-1, keepdim=True)
         cumulative = onhand + inbound.cumsum(-1)  # stock reachable within j+1 periods
         costs = torch.log1p(x[..., self._costs])  # holding, penalty
         static = x[..., self._node_static] / self.node_static_divisor  # mean, lead, kind, supplier
+        size = self.node_size if not self.per_episode else torch.log(scale / self.global_scale)
         parts = [onhand, self._pad(inbound), self._pad(cumulative), position, costs, static,
-                 self.node_size.expand_as(onhand)]
+                 size.expand_as(onhand)]
         if self.lags:
             parts.append(x[..., at["demand_lags"]] / scale)
         return torch.cat(parts, dim=-1)
 
     def edges(self, obs: Observation) -> Tensor:
         e, at = obs["edges"], self.edge_layout
-        pipe = e[..., at["pipeline"]] / self.edge_scale.unsqueeze(-1)
+        pipe = e[..., at["pipeline"]] / self.scales(obs)[1].unsqueeze(-1)
         static = e[..., self._edge_static] / self.edge_static_divisor  # lead, cost, from supplier
         return torch.cat([self._pad(pipe), pipe.sum(-1, keepdim=True), static], dim=-1)
 
@@ -155,8 +173,13 @@ class BaseStockHead(nn.Module):
         self.sharpness = float(sharpness)
         self.position_column = features.position_column
 
-    def forward(self, nodes: Tensor, raw: Tensor, scale: Tensor) -> Tensor:
-        own = nodes[:, : self.member.shape[0], self.position_column] * self.node_scale
+    def forward(self, nodes: Tensor, raw: Tensor, scale: Tensor,
+                node_scale: Tensor | None = None) -> Tensor:
+        """``scale``: each edge's order scale; ``node_scale``: each location's (default: the
+        fixed ones), ``[B, ...]`` when scaled per episode."""
+        n = self.member.shape[0]
+        node_scale = self.node_scale if node_scale is None else node_scale[..., :n]
+        own = nodes[:, :n, self.position_column] * node_scale
         echelon = own @ self.member.T  # [B, N] units
         gap = self.level - echelon.index_select(1, self.dst) / scale + raw
         return torch.nn.functional.softplus(gap, beta=self.sharpness) * scale
@@ -225,8 +248,9 @@ class InventoryMLP(nn.Module, WholeUnitActions):
         nodes = self.features.nodes(obs)
         edges = self.features.edges(obs).flatten(1)
         raw = self.net(torch.cat([nodes.flatten(1), edges], dim=-1))
+        node_scale, edge_scale = self.features.scales(obs)
         if self.head is not None:
-            orders = self.head(nodes, raw, self.features.edge_scale)
+            orders = self.head(nodes, raw, edge_scale, node_scale)
         else:
-            orders = scaled_orders(raw, self.features.edge_scale)
+            orders = scaled_orders(raw, edge_scale)
         return whole_units(orders, self.integer_orders, self.training)

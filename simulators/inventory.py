@@ -142,6 +142,11 @@ class Demand:
     std: Tensor | None = None  # [S], normal only
     correlation: float = 0.0
     series: Tensor | None = None  # [products, periods], series only
+    # series only: the periods [start, stop) that sampled windows come from (None: all), and
+    # each product's demand level [products], carried in traces as ``scale`` (per-series
+    # feature scaling, `oprl.simulators.inventory_data`)
+    window: tuple[int, int] | None = None
+    level: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("normal", "poisson", "series"):
@@ -150,6 +155,11 @@ class Demand:
             if self.series is None or self.series.dim() != 2:
                 raise ValueError("demand.series: a [products, periods] tensor is required")
             _check_finite_nonneg("demand.series", self.series)
+            if self.window is not None and not 0 <= self.window[0] < self.window[1] <= self.series.shape[1]:
+                raise ValueError(f"demand.window: {self.window} must lie within the "
+                                 f"{self.series.shape[1]} periods of the series")
+            if self.level is not None and self.level.shape != self.series.shape[:1]:
+                raise ValueError("demand.level: one level per product is required")
             return
         _check_finite_nonneg("demand.mean", self.mean)
         if self.kind == "normal":
@@ -188,15 +198,22 @@ class Demand:
                     z = z @ chol.T
             d = self.mean.double() + self.std.double() * z
             return d.clamp_min(0.0).float()
-        products, periods = self.series.shape
+        return self.sample_windows(batch, horizon, generator)[0]
+
+    def sample_windows(self, batch: int, horizon: int, generator: torch.Generator
+                       ) -> tuple[Tensor, Tensor]:
+        """Series only: random windows ``[batch, horizon, 1]`` of ``window``'s periods and
+        the product of each ``[batch]``."""
+        products = self.series.shape[0]
+        first, stop = self.window or (0, self.series.shape[1])
+        periods = stop - first
         if horizon > periods:
-            raise ValueError(
-                f"horizon: {horizon} periods requested but the demand series has {periods}"
-            )
+            where = "the demand series has" if self.window is None else "the training periods are"
+            raise ValueError(f"horizon: {horizon} periods requested but {where} {periods}")
         rows = torch.randint(products, (batch,), generator=generator)
-        starts = torch.randint(periods - horizon + 1, (batch,), generator=generator)
+        starts = first + torch.randint(periods - horizon + 1, (batch,), generator=generator)
         idx = starts[:, None] + torch.arange(horizon)[None, :]
-        return self.series[rows[:, None], idx].float().unsqueeze(-1)
+        return self.series[rows[:, None], idx].float().unsqueeze(-1), rows
 
 
 def _check_finite_nonneg(name: str, value: Tensor) -> None:
@@ -484,7 +501,11 @@ class InventorySimulator(Simulator, Stackable, LeadTimes):
     ) -> Trace:
         batch, horizon = trace_size(batch, horizon, self.params.horizon)
         gen = torch.Generator().manual_seed(int(seed))
-        demand = self.params.demand.sample(batch, horizon, gen)
+        d = self.params.demand
+        if d.kind == "series" and d.level is not None:
+            demand, rows = d.sample_windows(batch, horizon, gen)
+            return series_trace(demand, d.level[rows], seed=seed, device=device)
+        demand = d.sample(batch, horizon, gen)
         # time-major memory behind the [batch, horizon, stores] view: each period reads one
         # contiguous block instead of a row from every episode
         demand = demand.transpose(0, 1).contiguous().transpose(0, 1)
@@ -578,8 +599,9 @@ class InventorySimulator(Simulator, Stackable, LeadTimes):
 
     def _static_observation(self, state: State, trace: Trace) -> tuple[Tensor, Tensor]:
         """The features that do not change within an episode, dynamic slots zeroed."""
-        if all(getattr(self.params, name) is None or getattr(self.params, name).dim() == 1
-               for name in _PER_SAMPLE):  # the same for every episode: build one, expand
+        if "scale" not in trace.data and all(
+                getattr(self.params, name) is None or getattr(self.params, name).dim() == 1
+                for name in _PER_SAMPLE):  # the same for every episode: build one, expand
             b = state["onhand"].shape[0]
             one = {k: v[:1] for k, v in state.items() if k not in ("pipeline", "lead_onehot")}
             one["pipeline"] = state["pipeline"][:, :1]
@@ -608,7 +630,9 @@ class InventorySimulator(Simulator, Stackable, LeadTimes):
         penalty = torch.zeros(b, n, device=dev)
         penalty[:, self.stores.to(dev)] = state["penalty"]
         mean = torch.zeros(b, n, device=dev)
-        if self.params.demand.kind != "series":
+        if "scale" in trace.data:  # replayed series: each episode's own level
+            mean[:, self.stores.to(dev)] = trace["scale"][:, 0].to(dev)
+        elif self.params.demand.kind != "series":
             mean[:, self.stores.to(dev)] = self.params.demand.mean.to(dev)
         lead_in = torch.zeros(b, n, device=dev).scatter_reduce(
             1, self.edge_dst.to(dev).expand(b, -1), state["lead_time"].float(), "amax",
@@ -755,7 +779,8 @@ class InventorySimulator(Simulator, Stackable, LeadTimes):
             return d.mean.float(), d.mean.float().sqrt()
         if d.kind == "normal":
             return d.mean.float(), d.std.float()
-        return d.series.float().mean().reshape(1), d.series.float().std().reshape(1)
+        seen = d.series if d.window is None else d.series[:, d.window[0]:d.window[1]]
+        return seen.float().mean().reshape(1), seen.float().std().reshape(1)
 
     def cost_per_store_period(self, rewards: Tensor, warmup: int) -> Tensor:
         """Each episode's mean cost per store per period after ``warmup`` periods ``[B]``."""
@@ -820,6 +845,15 @@ def _same(a, b) -> bool:
     if hasattr(a, "__dataclass_fields__") and type(a) is type(b):
         return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in fields(a))
     return a == b
+
+
+def series_trace(demand: Tensor, level: Tensor, *, seed: int | None,
+                 device: str | torch.device = "cpu") -> Trace:
+    """A trace of replayed demand ``[B, T, 1]`` with each episode's series level ``[B]`` as
+    ``scale`` ``[B, T, 1]`` (the mean-demand feature of its store, see `reference_observe`)."""
+    demand = demand.transpose(0, 1).contiguous().transpose(0, 1)
+    scale = level.float().reshape(-1, 1, 1).expand(-1, demand.shape[1], 1)
+    return Trace({"demand": demand.to(device), "scale": scale.to(device)}, seed=seed)
 
 
 def _rng(seed: int) -> torch.Generator:
@@ -1005,23 +1039,3 @@ def load_demand_series(path: str | Path) -> Tensor:
     if (values < 0).any():
         raise ValueError(f"{path.name}: demand must be non-negative")
     return values.float()
-
-
-def real_data(
-    path: str | Path | None = None, lead_time: int = 4, penalty: float = 9.0, holding: float = 1.0,
-    lost_sales: bool = True, demand_lags: int = 8, horizon: int = 52, warmup: int = 12, **kw,
-) -> InventorySimulator:
-    """One store per product, replaying real weekly demand windows from ``path``."""
-    if path is None:
-        raise ValueError("path: inventory/real_data needs --set path=FILE.csv (or .parquet)")
-    series = load_demand_series(path)
-    params = InventoryParams(
-        network=Network(("store",), ((SUPPLIER, 0),)),
-        demand=Demand("series", series.mean(1), series=series),
-        lead_time=lead_time, holding=holding, penalty=penalty, order_cost=0.0,
-        lost_sales=lost_sales, demand_lags=demand_lags, horizon=horizon, warmup=warmup,
-        eval_horizon=kw.pop("eval_horizon", series.shape[1]),
-        eval_warmup=kw.pop("eval_warmup", min(demand_lags + lead_time, series.shape[1] - 1)),
-        name="inventory/real_data", extras={"path": str(path)}, **kw,
-    )
-    return InventorySimulator(params)

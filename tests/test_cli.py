@@ -129,9 +129,12 @@ def test_bench_on_a_demand_history_file_runs_end_to_end(capsys):
     """`oprl bench inventory/real_data` once crashed after training (AdaptiveNewsvendor read
     an attribute before setting it) and no test ran it."""
     history = Path(__file__).parent / "data" / "tiny_demand.csv"
-    code, out, _ = run_cli(capsys, "bench", "inventory/real_data", "--set", f"path={history}",
-                           "--set", "lead_time=2", "--set", "demand_lags=4", "--set", "horizon=20",
-                           "--set", "warmup=4", "--train-steps", "2", "--episodes", "3")
+    code, out, err = run_cli(capsys, "bench", "inventory/real_data", "--set", f"path={history}",
+                           "--set", "lead_time=2", "--set", "demand_lags=4", "--set", "horizon=10",
+                           "--set", "warmup=3", "--train-steps", "2", "--episodes", "5")
     assert code == 0
+    # 30 periods: test block 21..29 after 9 uncounted periods (4 lags + 2 lead times + 1),
+    # one episode per product whatever --episodes says
+    assert "3 episodes x 18 periods (first 9 not counted)" in out + err
     for row in ("hdpo-mlp", "newsvendor (adaptive)", "base-stock", "perfect_information_lp"):
         assert row in out

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from oprl.simulators import inventory as inv
 from oprl.simulators.inventory import SUPPLIER, Demand, InventoryParams, InventorySimulator, Network
+from oprl.simulators.inventory_data import real_data
 from torch import Tensor
 
 from oprl.core import Observation, Trace, rollout
@@ -277,7 +278,7 @@ def test_transshipment_centre_forwards_all_stock(orders: list[float], expected: 
         (lambda: Network(("warehouse", "store"), ((SUPPLIER, 0), (SUPPLIER, 1))), "no outgoing"),
         (lambda: Network(("warehouse", "store"), ((SUPPLIER, 0), (0, 1), (0, 1))), "duplicate"),
         (lambda: inv.transshipment(n_stores=0), "n_stores"),
-        (lambda: inv.real_data(None), "path"),
+        (lambda: real_data(None), "path"),
     ],
 )
 def test_bad_parameters_raise_value_error_naming_the_field(build, match: str) -> None:
@@ -392,19 +393,19 @@ def test_tiny_demand_file_loads_in_wide_and_long_format(tmp_path: Path) -> None:
     torch.testing.assert_close(long, wide)
 
 
-def test_real_data_samples_windows_of_the_series() -> None:
-    sim = inv.real_data(DATA, lead_time=2, demand_lags=3, horizon=12, warmup=2)
+def test_real_data_samples_windows_of_the_training_periods() -> None:
+    sim = real_data(DATA, lead_time=2, demand_lags=3, horizon=12, warmup=2)
     series = inv.load_demand_series(DATA)
     trace = sim.sample_trace(8, 12, seed=4)
     assert trace["demand"].shape == (8, 12, 1)
-    windows = series.unfold(1, 12, 1).reshape(-1, 12)  # every window of every product
+    train = series[:, :15]  # 30 periods: the last 9 test, the 6 before them dev
+    windows = train.unfold(1, 12, 1).reshape(-1, 12)  # every training window of every product
     for row in trace["demand"][..., 0]:
-        assert (windows == row).all(-1).any(), "a sampled episode is not a window of the file"
-    assert sim.params.eval_horizon == 30
+        assert (windows == row).all(-1).any(), "a sampled episode is not a training window"
     result = rollout(sim, order_up_to(sim, torch.tensor([30.0])), trace)
     assert torch.isfinite(result.rewards).all()
     with pytest.raises(ValueError, match="horizon"):
-        sim.sample_trace(2, 31, seed=0)
+        sim.sample_trace(2, 16, seed=0)
 
 
 @pytest.mark.parametrize("build", [

@@ -13,6 +13,7 @@ import torch
 from oprl.policies.inventory_heuristics import newsvendor_levels
 from oprl.simulators import inventory as inv
 from oprl.simulators.events.inventory import observation, replay, replay_episode, shipments_from
+from oprl.simulators.inventory_data import real_data
 from oprl.simulators.inventory_rules import BaseStock, EchelonBaseStock, inventory_position
 from torch import Tensor, nn
 
@@ -133,10 +134,10 @@ CASES: dict[str, tuple[Callable[[], inv.InventorySimulator], Callable]] = {
         lambda: inv.many_warehouses(n_warehouses=3, n_stores=3, initial_onhand=10.0),
         constant(2.0),
     ),
-    "real_data_lost": (lambda: inv.real_data(DATA, lead_time=2, demand_lags=3, horizon=20,
+    "real_data_lost": (lambda: real_data(DATA, lead_time=2, demand_lags=3, horizon=12,
                                              warmup=4), lambda sim: LagChaser(sim, 3.0)),
-    "real_data_backlog_L0": (lambda: inv.real_data(DATA, lead_time=0, lost_sales=False,
-                                                   demand_lags=2, horizon=20, warmup=4),
+    "real_data_backlog_L0": (lambda: real_data(DATA, lead_time=0, lost_sales=False,
+                                                   demand_lags=2, horizon=12, warmup=4),
                              lambda sim: BaseStock(sim, 10.0)),
 }
 
@@ -157,7 +158,7 @@ class Recorder(nn.Module):
 def test_twin_matches_torch_simulator(case: str) -> None:
     build, make_policy = CASES[case]
     sim = build()
-    horizon = min(HORIZON, 20) if sim.params.demand.kind == "series" else HORIZON
+    horizon = min(HORIZON, 12) if sim.params.demand.kind == "series" else HORIZON
     trace = sim.sample_trace(BATCH, horizon, seed=7)
     policy = make_policy(sim)
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from oprl.algorithms.common import DEV_SEED_OFFSET
 from oprl.algorithms.loop import Algorithm, Evaluation, TrainResult, resolve_settings, run_loop
 from oprl.algorithms.settings import LoopSettings, require
-from oprl.core import LeadTimes, Simulator, Trace, resolve_device, rollout
+from oprl.core import DataSplits, LeadTimes, Simulator, Trace, resolve_device, rollout
 
 POOL_SEED_OFFSET = 2_000_003
 
@@ -98,7 +98,8 @@ class HDPOSettings(LoopSettings):
     many training traces (as in the paper) from which each step draws ``batch_size``.
     ``horizon``/``warmup`` default to the simulator's ``horizon``/``warmup``;
     the dev set uses ``dev_horizon``/``dev_warmup`` (default: the training ones, the horizon
-    lengthened to count ``dev_windows`` lead-time windows, `lead_time_dev_horizon`).
+    lengthened to count ``dev_windows`` lead-time windows, `lead_time_dev_horizon`), or, on a
+    recorded history (`oprl.core.DataSplits`), the dev block's episodes.
     ``lr`` decays by a cosine to ``lr * lr_final_fraction``."""
 
     steps: int = 500
@@ -154,8 +155,11 @@ class HDPO(Algorithm):
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=s.lr)
         self.pool = None if s.train_scenarios is None else sim.sample_trace(
             int(s.train_scenarios), self.horizon, seed=seed + POOL_SEED_OFFSET, device=dev)
-        self.dev_trace = sim.sample_trace(s.dev_scenarios, dev_horizon,
-                                          seed=seed + DEV_SEED_OFFSET, device=dev)
+        if isinstance(sim, DataSplits):  # a recorded history: select on its dev block only
+            self.dev_trace, self.dev_warmup = sim.holdout("dev", dev)
+        else:
+            self.dev_trace = sim.sample_trace(s.dev_scenarios, dev_horizon,
+                                              seed=seed + DEV_SEED_OFFSET, device=dev)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"policy": self.optimizer}

@@ -52,7 +52,7 @@ SCENARIOS = [
              "your own supply network from a YAML/JSON file (docs/network-files.md)",
              _INV_HEUR, _INV_REF, train_defaults=_NETWORK,
              param_defaults="oprl.scenarios.inventory:network_training", **_SHARED),
-    Scenario("inventory/real_data", _INV + "real_data",
+    Scenario("inventory/real_data", "oprl.simulators.inventory_data:real_data",
              "per-product demand series from a CSV/Parquet file; ceiling: perfect foresight",
              _INV_HEUR, _INV_REF,
              train_defaults={"steps": 300, "batch_size": 128, "lr": 3e-3,

@@ -102,7 +102,10 @@ def observation(w: _World, t: int) -> dict[str, Tensor]:
     for s in w.in_transit:
         pipe[s.edge][s.due - t] += s.qty
     mean = [0.0] * n
-    if p.demand.kind != "series":
+    if "scale" in w.trace.data:  # replayed series: the episode's own level
+        for i, node in enumerate(w.sim.network.stores):
+            mean[node] = float(w.trace["scale"][w.episode, 0, i])
+    elif p.demand.kind != "series":
         for i, node in enumerate(stores):
             mean[node] = float(p.demand.mean[i])
     rows = []
