@@ -31,6 +31,7 @@ from oprl.core import (
     Stackable,
     State,
     Trace,
+    check_memory,
     fixed,
     trace_size,
 )
@@ -291,10 +292,34 @@ class InventoryParams:
             raise ValueError(f"warmup: must lie in [0, horizon={self.horizon})")
         if not 0 <= self.eval_warmup < self.eval_horizon:
             raise ValueError(f"eval_warmup: must lie in [0, eval_horizon={self.eval_horizon})")
+        lead = self.max_lead_time
+        for window in ("horizon", "eval_horizon"):  # an order must be able to arrive
+            if lead >= getattr(self, window) - getattr(self, window.replace("horizon", "warmup")):
+                raise ValueError(
+                    f"lead_time: {lead} periods is not shorter than the {getattr(self, window)}-"
+                    f"period {window} less its warm-up; no order placed in the counted periods "
+                    f"would arrive (raise {window} or lower lead_time)")
+        check_size(net.n_nodes, net.n_edges, max(lead, self.pipeline_slots, 1),
+                   self.demand_lags, f"lead_time={lead}, demand_lags={self.demand_lags}")
 
     @property
     def max_lead_time(self) -> int:
         return int(self.lead_time.max())
+
+
+# size guard: a training rollout keeps about KEPT float tensors of every location's and edge's
+# state per period for backpropagation, for a batch of TRAIN_BATCH episodes of TRAIN_HORIZON
+TRAIN_BATCH, TRAIN_HORIZON, KEPT = 64, 100, 12
+# the network checks are quadratic in Python: beyond this many locations they alone take minutes
+MAX_LOCATIONS = 20_000
+
+
+def check_size(n_nodes: int, n_edges: int, slots: int, lags: int, what: str) -> None:
+    """Refuse (naming ``what``) a network whose training rollout cannot fit in memory."""
+    if n_nodes > MAX_LOCATIONS:
+        raise ValueError(f"{what}: {n_nodes:,} locations; at most {MAX_LOCATIONS:,} are supported")
+    per_period = (n_nodes * (slots + lags + 8) + n_edges * (slots + 4)) * 4 * KEPT
+    check_memory(TRAIN_BATCH * TRAIN_HORIZON * per_period, what)
 
 
 def _shifted_pipeline(pipe: Tensor, ship: Tensor, onehot: Tensor) -> Tensor:
@@ -459,7 +484,9 @@ class InventorySimulator(Simulator, Stackable, LeadTimes):
     def sample_trace(
         self, batch: int, horizon: int | None = None, *, seed: int, device="cpu"
     ) -> Trace:
-        batch, horizon = trace_size(batch, horizon, self.params.horizon)
+        # float64 normals, their float32 clip and its time-major copy: ~24 bytes per store
+        batch, horizon = trace_size(batch, horizon, self.params.horizon,
+                                    24 * len(self.network.stores))
         gen = torch.Generator().manual_seed(int(seed))
         demand = self.params.demand.sample(batch, horizon, gen)
         # time-major memory behind the [batch, horizon, stores] view: each period reads one
@@ -785,6 +812,17 @@ def _same(a, b) -> bool:
     return a == b
 
 
+def _params_naming(names: str, **fields_: object) -> InventoryParams:
+    """`InventoryParams` for a factory that takes its lead times under other ``names``: a
+    ``lead_time:`` error names them too."""
+    try:
+        return InventoryParams(**fields_)
+    except ValueError as err:
+        if str(err).startswith("lead_time:"):
+            raise ValueError(f"{names}: {err}") from None
+        raise
+
+
 def _rng(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
@@ -827,7 +865,7 @@ def serial(
     n = len(holding)
     if leads.dim() == 0 or leads.shape[-1] != n:
         raise ValueError(f"lead_times: one per location ({n}), got shape {tuple(leads.shape)}")
-    params = InventoryParams(
+    params = _params_naming("store_lead_time, lead_times",
         network=Network(("warehouse",) * (n - 1) + ("store",),
                         ((SUPPLIER, 0),) + tuple((i, i + 1) for i in range(n - 1))),
         demand=Demand("normal", torch.tensor([float(mean)]), torch.tensor([float(std)])),
@@ -847,7 +885,8 @@ def transshipment(
     s = int(n_stores)
     if s < 1:
         raise ValueError(f"n_stores: must be >= 1, got {n_stores}")
-    params = InventoryParams(
+    check_size(s + 1, s + 1, 1, 0, f"n_stores={n_stores}")
+    params = _params_naming("store_lead_time, warehouse_lead_time",
         network=Network(("transship",) + ("store",) * s,
                         ((SUPPLIER, 0),) + tuple((0, i + 1) for i in range(s))),
         demand=Demand("normal", torch.full((s,), float(mean)), torch.full((s,), float(std)),
@@ -868,12 +907,13 @@ def one_warehouse(
     s = int(n_stores)
     if s < 1:
         raise ValueError(f"n_stores: must be >= 1, got {n_stores}")
+    check_size(s + 1, s + 1, 1, 0, f"n_stores={n_stores}")
     g = _rng(instance_seed)
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(s, generator=g)  # noqa: E731
     mean, cv = u(2.5, 7.5), u(0.25, 0.5)
     store_h, store_p = u(0.7, 1.3), u(6.3, 11.7)
     store_lead = torch.randint(2, 4, (s,), generator=g)
-    params = InventoryParams(
+    params = _params_naming("warehouse_lead_time",
         network=Network(("warehouse",) + ("store",) * s,
                         ((SUPPLIER, 0),) + tuple((0, i + 1) for i in range(s))),
         demand=Demand("normal", mean, mean * cv, correlation=float(correlation)),
@@ -895,6 +935,8 @@ def many_warehouses(
         raise ValueError("n_warehouses, n_stores: must be >= 1")
     if not 1 <= links_per_store <= w:
         raise ValueError(f"links_per_store: must lie in [1, n_warehouses={w}]")
+    check_size(w + s, w + s * links_per_store, 1, 0,
+               f"n_warehouses={n_warehouses}, n_stores={n_stores}")
     g = _rng(instance_seed)
     u = lambda lo, hi, k: lo + (hi - lo) * torch.rand(k, generator=g)  # noqa: E731
     edges = [(SUPPLIER, i) for i in range(w)]
