@@ -214,3 +214,12 @@ def read_checkpoint(file: str | Path | io.BytesIO) -> dict[str, Any]:
         raise ValueError(f"checkpoint: {name} holds a {type(state).__name__}, not a dict")
     return state
 
+
+
+def through_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` saved and read back as a checkpoint file would be (exact resumes are tested
+    through it: whatever a trainer keeps must survive ``weights_only=True``)."""
+    buffer = io.BytesIO()
+    dump_checkpoint(state, buffer)
+    buffer.seek(0)
+    return read_checkpoint(buffer)

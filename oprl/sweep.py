@@ -34,6 +34,7 @@ from oprl.core import Stackable, StackablePolicy, Trace, resolve_device
 from oprl.evaluate import Entry, episode_scores
 from oprl.runs import LOCK, OWNER, atomic_write, folder_lock, write_json
 from oprl.scoring import CellSettings, PreparedCell, eval_window, prepare_cell, score_cell
+from oprl.yaml_io import load_yaml
 
 SPEC_KEYS = {
     "scenario", "name", "fixed", "grid", "sample", "heuristics", "solvers", "checkpoints",
@@ -148,15 +149,14 @@ def load_spec(source: str | Path | dict[str, Any]) -> SweepSpec:
 def _read(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     if isinstance(source, dict):
         return json.loads(json.dumps(source, default=str))  # a plain, picklable copy
-    import yaml
-
     path = Path(source)
     if not path.is_file():
         raise ValueError(f"spec: no such file {str(path)!r}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"spec: {path} is not valid YAML ({err})") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"spec: {path} is not UTF-8 text (byte {err.start})") from None
+    raw = load_yaml(text, f"spec {path}")
     if not isinstance(raw, dict):
         raise ValueError(f"spec: {path} must hold a mapping of keys, got {type(raw).__name__}")
     return raw

@@ -827,11 +827,24 @@ def _rng(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
+def _one_store_costs(**values: float) -> None:
+    """Refuse, before any training, the corner cases whose answer is trivial or unbounded and
+    which the references do not model: no penalty (order nothing), no holding cost (stock
+    without limit), no demand."""
+    why = {"penalty": "with no penalty the optimum is to order nothing",
+           "holding": "with no holding cost the optimal stock is unbounded",
+           "mean": "with no demand there is nothing to decide"}
+    for name, value in values.items():
+        if isinstance(value, (int, float)) and not value > 0:
+            raise ValueError(f"{name}: must be > 0 ({why[name]}), got {value}")
+
+
 def one_store_backlog(
     lead_time: int = 4, penalty: float = 9.0, holding: float = 1.0, mean: float = 5.0,
     std: float = 1.6, **kw,
 ) -> InventorySimulator:
     """One store, backlogged Normal(5, 1.6) demand clipped at 0; optimum is base-stock."""
+    _one_store_costs(penalty=penalty, holding=holding, mean=mean)
     params = InventoryParams(
         network=Network(("store",), ((SUPPLIER, 0),)),
         demand=Demand("normal", torch.tensor([float(mean)]), torch.tensor([float(std)])),
@@ -845,6 +858,10 @@ def one_store_lost(
     lead_time: int = 4, penalty: float = 9.0, holding: float = 1.0, mean: float = 5.0, **kw
 ) -> InventorySimulator:
     """One store, lost sales, Poisson(5) demand; optimum by dynamic programming (Zipkin 2008)."""
+    _one_store_costs(penalty=penalty, holding=holding, mean=mean)
+    if isinstance(lead_time, int) and lead_time < 1:
+        raise ValueError("lead_time: must be >= 1 with lost sales (the DP reference needs a "
+                         "pipeline; lead time 0 is a newsvendor: use inventory/one_store_backlog)")
     params = InventoryParams(
         network=Network(("store",), ((SUPPLIER, 0),)),
         demand=Demand("poisson", torch.tensor([float(mean)])),
@@ -971,12 +988,11 @@ def load_demand_series(path: str | Path) -> Tensor:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"path: demand file {str(path)!r} does not exist")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        frame = pd.read_parquet(path)
-    elif path.suffix.lower() in (".csv", ".txt"):
-        frame = pd.read_csv(path)
-    else:
-        raise ValueError(f"path: {path.name!r} must be a .csv or .parquet file")
+    frame = _read_table(path)
+    lower = [str(c).strip().lower() for c in frame.columns]
+    twice = sorted({c for c in lower if lower.count(c) > 1})
+    if twice:
+        raise ValueError(f"{path.name}: column {twice[0]!r} appears more than once")
     cols = {str(c).lower(): c for c in frame.columns}
     series = next((cols[n] for n in ("product", "store", "series") if n in cols), None)
     when = next((cols[n] for n in ("period", "date") if n in cols), None)
@@ -997,10 +1013,13 @@ def load_demand_series(path: str | Path) -> Tensor:
                                  f"{sorted(set(steps.dt.days))} days); fill missing periods with 0")
     else:
         frame = frame.set_index(frame.columns[0])
-    try:
-        values = torch.tensor(frame.to_numpy(dtype="float64"))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path.name}: demand values must be numeric ({err})") from None
+    numeric = frame.apply(pd.to_numeric, errors="coerce")
+    bad = numeric.isna() & frame.notna()
+    if bad.to_numpy().any():
+        row, col = (int(i[0]) for i in bad.to_numpy().nonzero())
+        raise ValueError(f"{path.name}: demand {frame.iat[row, col]!r} for product "
+                         f"{frame.index[row]!r}, period {frame.columns[col]!r} is not a number")
+    values = torch.tensor(numeric.to_numpy(dtype="float64"))
     if values.numel() == 0:
         raise ValueError(f"{path.name}: no demand values found")
     if torch.isnan(values).any():
@@ -1010,6 +1029,31 @@ def load_demand_series(path: str | Path) -> Tensor:
     if (values < 0).any():
         raise ValueError(f"{path.name}: demand must be non-negative")
     return values.float()
+
+
+def _read_table(path: Path):
+    """The file as a data frame; unreadable files are a ValueError naming the file and why."""
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv", ".txt"):
+        raise ValueError(f"path: {path.name!r} must be a .csv or .parquet file")
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path.name}: the file is empty (no header row)") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path.name}: not UTF-8 text (byte {err.start}); save it as a UTF-8 "
+                         "CSV") from None
+    except pd.errors.ParserError as err:
+        raise ValueError(f"{path.name}: not a well-formed CSV ({' '.join(str(err).split())})") from None
+    except (OSError, ValueError, TypeError) as err:  # pyarrow's errors subclass these
+        if isinstance(err, OSError) and not str(err):
+            raise
+        raise ValueError(f"{path.name}: cannot read this file as {suffix[1:]} "
+                         f"({' '.join(str(err).split())[:200]})") from None
 
 
 def real_data(
