@@ -169,8 +169,11 @@ def plain(value: Any, where: str = "checkpoint") -> Any:
     numbers; anything else is a ValueError naming its place (saving it would need pickle)."""
     if isinstance(value, torch.Tensor):
         return value.detach()
-    if isinstance(value, _SCALARS):
+    if type(value) in _SCALARS:
         return value
+    for kind in (bool, int, float, str):  # subclasses (numpy.float64 is a float) as the base
+        if isinstance(value, kind):
+            return kind(value)
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
@@ -207,9 +210,12 @@ def read_checkpoint(file: str | Path | io.BytesIO) -> dict[str, Any]:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        first = next((line.split("error:", 1)[-1].strip() for line in lines
+                      if line.startswith("WeightsUnpickler error")),
+                     lines[0] if lines else type(err).__name__)
         raise ValueError(f"checkpoint: {name} is not an oprl checkpoint of tensors and plain "
-                         f"values; refused without running anything ({first[:160]})") from None
+                         f"values; refused without running anything ({first.split('. ')[0][:160]})") from None
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint: {name} holds a {type(state).__name__}, not a dict")
     return state
