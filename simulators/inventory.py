@@ -835,7 +835,7 @@ def _one_store_costs(**values: float) -> None:
            "holding": "with no holding cost the optimal stock is unbounded",
            "mean": "with no demand there is nothing to decide"}
     for name, value in values.items():
-        if isinstance(value, (int, float)) and not value > 0:
+        if isinstance(value, (int, float)) and value == 0:  # negatives: the range checks
             raise ValueError(f"{name}: must be > 0 ({why[name]}), got {value}")
 
 
@@ -859,9 +859,6 @@ def one_store_lost(
 ) -> InventorySimulator:
     """One store, lost sales, Poisson(5) demand; optimum by dynamic programming (Zipkin 2008)."""
     _one_store_costs(penalty=penalty, holding=holding, mean=mean)
-    if isinstance(lead_time, int) and lead_time < 1:
-        raise ValueError("lead_time: must be >= 1 with lost sales (the DP reference needs a "
-                         "pipeline; lead time 0 is a newsvendor: use inventory/one_store_backlog)")
     params = InventoryParams(
         network=Network(("store",), ((SUPPLIER, 0),)),
         demand=Demand("poisson", torch.tensor([float(mean)])),

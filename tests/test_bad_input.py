@@ -206,7 +206,6 @@ def test_a_grpc_server_passes_the_handshake_and_a_closed_port_does_not():
     ("inventory/one_store_lost", "penalty=0", "penalty"),
     ("inventory/one_store_lost", "holding=0", "holding"),
     ("inventory/one_store_lost", "mean=0", "mean"),
-    ("inventory/one_store_lost", "lead_time=0", "lead_time"),
     ("inventory/one_store_backlog", "holding=0", "holding"),
     ("inventory/one_store_lost", "lead_time=10000", "lead_time"),
     ("inventory/one_warehouse", "n_stores=100000", "n_stores"),
@@ -258,3 +257,20 @@ def test_exponent_numbers_are_numbers():
         "a": 1000.0, "b": -0.0025, "c": [10.0, 2], "d": "word"}
     sim = make("inventory/transshipment", **parse_sets(["n_stores=1e1"]))
     assert len(sim.network.stores) == 10
+
+
+def test_lost_sales_with_lead_time_zero_is_the_newsvendor_answer():
+    """Lead time 0 (refused by the DP before) has a closed form; a second method: simulate
+    every order-up-to level on one long trace and take the cheapest."""
+    from oprl.core import rollout
+    from oprl.simulators.inventory_rules import BaseStock
+    from oprl.solvers.inventory import lost_sales_dp
+
+    sim = make("inventory/one_store_lost", lead_time=0, penalty=4.0, holding=1.0, mean=3.0)
+    ref = lost_sales_dp(sim)
+    trace = sim.sample_trace(8, 4000, seed=1)
+    costs = {s: float(sim.episode_metric(rollout(sim, BaseStock(sim, float(s)), trace).rewards,
+                                         100).mean()) for s in range(9)}
+    best = min(costs, key=costs.get)
+    assert ref.details["level"] == best == 4  # the Poisson(3) 0.8-quantile
+    assert ref.objective == pytest.approx(costs[best], rel=0.02)
