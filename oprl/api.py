@@ -23,7 +23,7 @@ from oprl.algorithms.settings import LoopSettings, parse_settings
 from oprl.core import Metric, WholeUnitActions, resolve_device
 from oprl.evaluate import COLUMNS, Entry
 from oprl.result import SolverResult
-from oprl.runs import RunDir, write_csv
+from oprl.runs import RunDir, folder_lock, write_csv
 from oprl.scoring import (  # noqa: F401  (EVAL_SEED, TUNE_SEED, eval_window: public API)
     EVAL_SEED,
     TUNE_SEED,
@@ -89,29 +89,41 @@ def train(
     **hyper: Any,
 ) -> TrainOutcome:
     """Train a policy on ``scenario`` into the run folder ``out`` (checkpoint after every dev
-    evaluation; ``resume=True`` continues a killed run from its last checkpoint)."""
+    evaluation; ``resume=True`` continues a killed run from its last checkpoint). Everything
+    given is checked before the folder is written, and the folder is locked while training."""
     spec = registry.get(scenario)
     params = dict(params or {})
     out = Path(out) if out is not None else Path("runs") / scenario.replace("/", "-")
+    resolve_device(device)  # 'bogus' or an absent CUDA: refused before anything is written
+    with folder_lock(out, "out"):
+        return _train_in(spec, RunDir(out), params, algo=algo, policy=policy, steps=steps,
+                         device=device, resume=resume, seed=seed, progress=progress,
+                         hyper=hyper)
+
+
+def _train_in(spec: registry.Scenario, run: RunDir, params: dict[str, Any], *, algo: str | None,
+              policy: str | None, steps: int | None, device: str | None, resume: bool,
+              seed: int, progress: bool, hyper: dict[str, Any]) -> TrainOutcome:
+    """`train` inside the locked run folder."""
+    scenario = spec.name
     config = {
         "scenario": scenario, "params": _jsonable(params), "algo": algo or spec.algorithm,
         "policy": policy or spec.policy, "seed": seed,
         "policy_kwargs": spec.policy_kwargs if (policy or spec.policy) == spec.policy else {},
         "hyper": {**spec.hyper(algo or spec.algorithm, params), **hyper}, "steps": steps,
     }
-    if not resume:  # a mistake is reported before the run folder is written
-        settings = _settings(spec.trainer(config["algo"]), config["hyper"], steps,
-                             config["algo"])
-        config["hyper"] = {k: _jsonable_value(getattr(settings, k)) for k in config["hyper"]}
-        spec.policy_builder(config["policy"])
-    run = RunDir(out)
-    saved = run.create(config, resume=resume)
-    if resume:  # the saved configuration decides what the run is; only the budget may grow
+    if resume and run.exists():  # the saved configuration decides what the run is
+        saved = run.config()
+        _check_resume(spec, run.path, saved, params, hyper, algo=algo, policy=policy)
         config = {**saved, "steps": steps if steps is not None else saved["steps"]}
+    # every mistake is reported before the run folder is written
+    sim = spec.build(**config["params"])
     trainer = spec.trainer(config["algo"])
     settings = _settings(trainer, config["hyper"], config["steps"], config["algo"])
     builder = spec.policy_builder(config["policy"])
-    sim = spec.build(**config["params"])
+    if not resume:
+        config["hyper"] = {k: _jsonable_value(getattr(settings, k)) for k in config["hyper"]}
+    run.create(config, resume=resume)
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
         torch.manual_seed(config["seed"])
         net = builder(sim, **config.get("policy_kwargs", {}))
@@ -131,8 +143,44 @@ def train(
         "best_step": result.best_step, "steps_done": result.steps_done, "wall_s": result.wall_s,
     })
     run.save_metrics(result.history)
-    return TrainOutcome(out, result.policy, result.history, result.best_step,
+    return TrainOutcome(run.path, result.policy, result.history, result.best_step,
                         result.steps_done, result.wall_s)
+
+
+def _check_resume(spec: registry.Scenario, path: Path, saved: dict[str, Any],
+                  params: dict[str, Any],
+                  hyper: dict[str, Any], *, algo: str | None, policy: str | None) -> None:
+    """A resumed run keeps its saved configuration: a new value that differs from it is a
+    ValueError naming the first differing key (rather than being silently ignored)."""
+    if saved.get("scenario") != spec.name:
+        raise ValueError(f"resume: {path} holds a run of {saved.get('scenario')!r}, not "
+                         f"{spec.name!r}")
+    defaults = spec.parameters()
+    for key, value in _jsonable(params).items():
+        old = saved["params"].get(key, defaults.get(key))
+        if not _same_value(value, old):
+            raise ValueError(f"resume: --set {key}={value!r} differs from the saved run's "
+                             f"{key}={old!r}; drop it or start a new run in another --out")
+    if hyper:  # compared as the settings read them ("1e-3" == 0.001)
+        trainer = spec.trainer(saved["algo"])
+        before = _settings(trainer, saved["hyper"], None, saved["algo"])
+        after = _settings(trainer, {**saved["hyper"], **hyper}, None, saved["algo"])
+        for key, value in hyper.items():
+            if not _same_value(getattr(after, key), getattr(before, key)):
+                raise ValueError(f"resume: --hyper {key}={value!r} differs from the saved run's "
+                                 f"{key}={getattr(before, key)!r}; drop it or start a new run "
+                                 "in another --out")
+    for key, value in (("algo", algo), ("policy", policy)):
+        if value is not None and value != saved[key]:
+            raise ValueError(f"resume: --{key} {value} differs from the saved run's "
+                             f"{saved[key]!r}")
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal as the JSON config would hold them (tuples as lists, 4 == 4.0)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
 def _settings(trainer, hyper: dict[str, Any], steps: int | None, algo: str) -> LoopSettings:

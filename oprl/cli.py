@@ -8,7 +8,7 @@ import sys
 import traceback
 from typing import Any
 
-import yaml
+from oprl.yaml_io import load_yaml
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
@@ -19,8 +19,8 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ValueError(f"--set: expected KEY=VALUE, got {pair!r}")
         try:
-            params[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+            params[key.strip()] = load_yaml(raw, key.strip()) if raw.strip() else None
+        except ValueError:  # not YAML: the string as typed (the parameter checks it)
             params[key.strip()] = raw
     return params
 
@@ -114,6 +114,8 @@ def _list() -> None:
 def _network(args: argparse.Namespace) -> None:
     """`oprl network SCENARIO`: the scenario as a network file (YAML), built before anything
     is written, so a bad scenario or parameter writes nothing."""
+    import yaml
+
     from oprl.registry import get
     from oprl.simulators.inventory import InventorySimulator
     from oprl.simulators.inventory_network import spec_from_simulator

@@ -364,14 +364,18 @@ def rollout(
     )
 
 
-def trace_size(batch: int, horizon: int | None, default_horizon: int) -> tuple[int, int]:
+def trace_size(batch: int, horizon: int | None, default_horizon: int,
+               period_bytes: float = 0.0) -> tuple[int, int]:
     """The validated ``(batch, horizon)`` of a trace to sample (``horizon=None``: the
-    scenario's default); shared by every simulator's ``sample_trace``."""
+    scenario's default); shared by every simulator's ``sample_trace``. ``period_bytes``: the
+    simulator's estimate of one episode-period (trace and sampling scratch), so that a trace
+    that cannot fit is refused before it is drawn."""
     if batch < 1:
         raise ValueError(f"batch: must be >= 1, got {batch}")
     horizon = default_horizon if horizon is None else int(horizon)
     if horizon < 1:
         raise ValueError(f"horizon: must be >= 1, got {horizon}")
+    check_memory(float(batch) * horizon * period_bytes, f"batch={batch} x horizon={horizon}")
     return int(batch), horizon
 
 
@@ -379,7 +383,46 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None``/"auto" picks CUDA when present; an unavailable CUDA request is a clear error."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device: {device!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device: {device!r} is not supported; use cpu, cuda, cuda:N or auto")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device: 'mps' was requested but is not available; use 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and torch.cuda.is_available() \
+            and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device: {device!r} does not exist; this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' was requested but no CUDA device is available; use 'cpu'")
     return dev
+
+
+# -- size guards: refuse what cannot fit before allocating it -----------------------------------
+def available_memory() -> int:
+    """Bytes of memory available to this process now (Linux ``MemAvailable``; elsewhere the
+    free physical pages)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**63 - 1
+
+
+def check_memory(n_bytes: float, what: str, budget: float | None = None) -> None:
+    """ValueError naming ``what`` (the parameters that set the size) when an estimated
+    ``n_bytes`` exceed ``budget`` (default: the memory available now)."""
+    budget = available_memory() if budget is None else budget
+    if not n_bytes <= budget:
+        raise ValueError(f"{what}: needs about {n_bytes / 2**30:,.1f} GiB (trace, state and "
+                         f"rollout) but {budget / 2**30:,.1f} GiB is available; reduce it")

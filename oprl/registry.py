@@ -26,6 +26,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from oprl.core import Simulator, is_fixed, required_capabilities
+from oprl.param_types import annotations, check_params
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,16 @@ class Scenario:
             raise ValueError(
                 f"{self.name}: unknown parameter {unknown[0]!r}; allowed: {', '.join(allowed)}"
             )
+        params = check_params(params, annotations(factory, self.simulator_type().Params))
         try:
             return factory(**params)
         except TypeError as err:  # e.g. a string where a number belongs
             raise ValueError(f"{self.name}: bad parameter value ({err})") from None
         except RuntimeError as err:  # torch's complaint about a malformed value
             raise ValueError(f"{self.name}: bad parameter value ({err})") from None
+        except MemoryError:
+            raise ValueError(f"{self.name}: the parameters {_sizes(params)} do not fit in "
+                             "memory; reduce them") from None
 
     def parameters(self) -> dict[str, Any]:
         """Every parameter the scenario accepts, with its default (None: none)."""
@@ -122,6 +127,10 @@ class Scenario:
         if self.param_defaults:
             out.update(load(self.param_defaults)(dict(params or {})))
         return out
+
+
+def _sizes(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in params.items()) or "(defaults)"
 
 
 def load(path: str) -> Callable:

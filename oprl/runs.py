@@ -4,8 +4,10 @@ A folder in use is locked, so a second process on it is refused instead of inter
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import pickle
 import socket
 import tempfile
 import time
@@ -144,13 +146,86 @@ class RunDir:
         return json.loads(self.config_path.read_text())
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        atomic_write(self.path / CHECKPOINT, lambda p: torch.save(state, p))
+        data = plain(state)  # refused here, before the old checkpoint is replaced
+        atomic_write(self.path / CHECKPOINT, lambda p: torch.save(data, p))
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         path = self.path / CHECKPOINT
         if not path.exists():
             return None
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return read_checkpoint(path)
 
     def save_metrics(self, history: list[dict[str, Any]]) -> None:
         write_csv(self.path / METRICS, pd.DataFrame(history))
+
+
+# -- checkpoints: tensors in plain containers only ------------------------------------------
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def plain(value: Any, where: str = "checkpoint") -> Any:
+    """``value`` as tensors, numbers, strings and None in dicts (string keys), lists and
+    tuples: what ``torch.load(weights_only=True)`` reads back. NumPy values become tensors or
+    numbers; anything else is a ValueError naming its place (saving it would need pickle)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if type(value) in _SCALARS:
+        return value
+    for kind in (bool, int, float, str):  # subclasses (numpy.float64 is a float) as the base
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise ValueError(f"{where}: key {key!r} is not a string or an integer")
+            out[key] = plain(item, f"{where}.{key}")
+        return out
+    if isinstance(value, (list, tuple)):
+        items = [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    module = type(value).__module__
+    if module == "numpy":
+        import numpy as np
+
+        if isinstance(value, np.ndarray):
+            return torch.from_numpy(np.ascontiguousarray(value))
+        if isinstance(value, np.generic):
+            return value.item()
+    if isinstance(value, torch.Generator):
+        return value.get_state()
+    raise ValueError(f"{where}: a {type(value).__name__} cannot be checkpointed; only tensors, "
+                     "numbers, strings, None, dicts, lists and tuples")
+
+
+def dump_checkpoint(state: dict[str, Any], file: str | Path | io.BytesIO) -> None:
+    """Save ``state`` (see `plain`) so that `read_checkpoint` loads it without pickle code."""
+    torch.save(plain(state), file)
+
+
+def read_checkpoint(file: str | Path | io.BytesIO) -> dict[str, Any]:
+    """A checkpoint's tensors and plain values, read with ``weights_only=True``: a file that
+    holds anything else (code a crafted pickle would run) is refused, never executed."""
+    name = str(file) if isinstance(file, (str, Path)) else "checkpoint"
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        first = next((line.split("error:", 1)[-1].strip() for line in lines
+                      if line.startswith("WeightsUnpickler error")),
+                     lines[0] if lines else type(err).__name__)
+        raise ValueError(f"checkpoint: {name} is not an oprl checkpoint of tensors and plain "
+                         f"values; refused without running anything ({first.split('. ')[0][:160]})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint: {name} holds a {type(state).__name__}, not a dict")
+    return state
+
+
+
+def through_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` saved and read back as a checkpoint file would be (exact resumes are tested
+    through it: whatever a trainer keeps must survive ``weights_only=True``)."""
+    buffer = io.BytesIO()
+    dump_checkpoint(state, buffer)
+    buffer.seek(0)
+    return read_checkpoint(buffer)

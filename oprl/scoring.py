@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from oprl import registry
-from oprl.core import DataSplits, Simulator, Trace
+from oprl.core import DataSplits, LeadTimes, Simulator, Trace
 from oprl.evaluate import Entry, evaluate
 from oprl.result import SolverResult
 
@@ -92,6 +92,12 @@ def eval_window(sim: Simulator, horizon: int | None, warmup: int | None) -> tupl
             horizon * sim.eval_warmup / sim.eval_horizon)
     if not 0 <= warmup < horizon:
         raise ValueError(f"eval_warmup: must lie in [0, {horizon}), got {warmup}")
+    if isinstance(sim, LeadTimes) and horizon - warmup <= sim.max_lead_time:
+        # no order placed in the counted periods arrives: every policy scores alike and a
+        # reference would be reported as optimal on a window that measures nothing
+        raise ValueError(f"horizon: an evaluation counting {horizon - warmup} period(s) "
+                         f"({horizon} less a {warmup}-period warm-up) is not longer than the "
+                         f"lead time ({sim.max_lead_time}); raise --horizon")
     return horizon, warmup
 
 

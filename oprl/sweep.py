@@ -18,6 +18,7 @@ import json
 import math
 import random
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +29,13 @@ import torch
 from torch import Tensor, nn
 
 from oprl import registry
+from oprl.algorithms.loop import settings_class
+from oprl.algorithms.settings import parse_settings
 from oprl.core import Stackable, StackablePolicy, Trace, resolve_device
 from oprl.evaluate import Entry, episode_scores
 from oprl.runs import LOCK, OWNER, atomic_write, folder_lock, write_json
 from oprl.scoring import CellSettings, PreparedCell, eval_window, prepare_cell, score_cell
+from oprl.yaml_io import load_yaml
 
 SPEC_KEYS = {
     "scenario", "name", "fixed", "grid", "sample", "heuristics", "solvers", "checkpoints",
@@ -146,15 +150,14 @@ def load_spec(source: str | Path | dict[str, Any]) -> SweepSpec:
 def _read(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     if isinstance(source, dict):
         return json.loads(json.dumps(source, default=str))  # a plain, picklable copy
-    import yaml
-
     path = Path(source)
     if not path.is_file():
         raise ValueError(f"spec: no such file {str(path)!r}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"spec: {path} is not valid YAML ({err})") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"spec: {path} is not UTF-8 text (byte {err.start})") from None
+    raw = load_yaml(text, f"spec {path}")
     if not isinstance(raw, dict):
         raise ValueError(f"spec: {path} must hold a mapping of keys, got {type(raw).__name__}")
     return raw
@@ -271,8 +274,13 @@ def _train_options(scenario: registry.Scenario, train: dict[str, Any]) -> dict[s
     scenario.trainer(algo)  # unknown names are a ValueError here
     scenario.policy_builder(policy)
     steps = _positive(train.get("steps", 100), "train.steps")
-    return {"algo": algo, "policy": policy, "steps": steps,
-            "hyper": _mapping(train.get("hyper"), "train.hyper")}
+    hyper = _mapping(train.get("hyper"), "train.hyper")
+    try:  # checked against the trainer's settings before anything is written
+        parse_settings(settings_class(scenario.trainer(algo)),
+                       {**scenario.hyper(algo), **hyper, "steps": steps}, owner=algo)
+    except ValueError as err:
+        raise ValueError(f"spec.train.hyper: {err}") from None
+    return {"algo": algo, "policy": policy, "steps": steps, "hyper": hyper}
 
 
 def _check_checkpoint(path: str, scenario: str) -> None:
@@ -556,15 +564,43 @@ def _connect_ray(address: str | None):
         raise ValueError("backend ray: the 'ray' package is not installed; "
                          "pip install 'oprl[ray]'") from None
     if address is not None:
-        host, port = _host_port(address)
-        try:
-            socket.create_connection((host, port), timeout=5).close()
-        except OSError as err:
-            raise ValueError(f"address: cannot reach a Ray cluster at {address!r} ({err})") from None
+        grpc_handshake(address)
     if not ray.is_initialized():
         kwargs = {"include_dashboard": False, "log_to_driver": False}
         ray.init(address=address, **kwargs)
     return ray
+
+
+# an HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS and its
+# client server both are) answers with its own SETTINGS frame
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def grpc_handshake(address: str, timeout: float = 5.0) -> None:
+    """ValueError unless ``address`` answers the HTTP/2 handshake every gRPC server (a Ray
+    cluster's GCS or client port) answers, within ``timeout`` seconds in all: a port that is
+    closed, silent or speaks another protocol is refused instead of retried forever."""
+    host, port = _host_port(address)
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.sendall(_H2_PREFACE)
+            reply = b""
+            while len(reply) < 9:
+                conn.settimeout(max(deadline - time.monotonic(), 0.01))
+                chunk = conn.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+    except TimeoutError:
+        raise ValueError(f"address: {address!r} did not answer a Ray (gRPC) handshake within "
+                         f"{timeout:.0f} s; is it the Ray head's GCS port (6379) or client port "
+                         "(10001)?") from None
+    except OSError as err:
+        raise ValueError(f"address: cannot reach a Ray cluster at {address!r} ({err})") from None
+    if len(reply) < 9 or reply[3] != 4:  # frame type 4: SETTINGS
+        raise ValueError(f"address: {address!r} is not a Ray cluster (it does not speak gRPC); "
+                         "use the Ray head's GCS port (6379) or client port (10001)")
 
 
 def _host_port(address: str) -> tuple[str, int]:

@@ -31,7 +31,16 @@ from oprl.simulators.pooling import (
 )
 from torch import Tensor
 
-from oprl.core import Metric, Observation, Rollout, Simulator, State, Trace
+from oprl.core import (
+    Metric,
+    Observation,
+    Rollout,
+    Simulator,
+    State,
+    Trace,
+    check_memory,
+    trace_size,
+)
 from oprl.data import dataset_path, load_trips
 
 # Assumed average taxi speeds (km/h) by hour of day in Manhattan: slow in the day and the
@@ -42,6 +51,7 @@ DEFAULT_SPEEDS_KMH = (
 )
 MIDTOWN = 230  # Times Sq/Theatre District: centre of the assumed demand density
 ZONE_FEATURES = ("idle", "open_orders", "freeing_soon", "demand_weight", "time")
+ZONES_GUESS = 69  # zones of the Manhattan map, for size estimates before it is loaded
 MAX_CAPACITY = 3  # pooling: at most three riders share a vehicle
 
 
@@ -156,6 +166,21 @@ class DispatchParams:
             raise ValueError(f"speeds_kmh: 24 hourly speeds required, got {len(self.speeds_kmh)}")
         for s in self.speeds_kmh:
             _positive("speeds_kmh", s)
+        check_memory(self.episode_bytes(1, max(self.horizon, self.eval_horizon)),
+                     f"requests={self.requests:g}, n_vehicles={self.n_vehicles}, "
+                     f"horizon={self.horizon}, eval_horizon={self.eval_horizon}")
+
+    def period_bytes(self) -> float:
+        """Estimated bytes of one episode-minute of a trace while it is sampled: per request
+        its zones and the destination CDF row it draws from (69 zones), per vehicle its start."""
+        per_minute = self.requests / self.eval_horizon * (1 + self.peak_amplitude) + 10
+        return per_minute * (ZONES_GUESS * 4 + 64) + self.n_vehicles * 16
+
+    def episode_bytes(self, batch: int, horizon: int) -> float:
+        """Trace plus one step's matching state (pending orders x candidates)."""
+        per_minute = self.requests / self.eval_horizon * (1 + self.peak_amplitude) + 10
+        step = per_minute * self.expiry * self.candidates * self.capacity * 64
+        return float(batch) * (horizon * self.period_bytes() + step + self.n_vehicles * 256)
 
 
 @dataclass
@@ -252,8 +277,8 @@ class DispatchSimulator(Simulator):
     def sample_trace(self, batch: int, horizon: int, *, seed: int,
                      device: str | torch.device = "cpu") -> Trace:
         """Requests per minute (origin, destination; ``-1`` pads) and the fleet's start."""
-        if batch < 1 or horizon < 1:
-            raise ValueError(f"batch, horizon: must be >= 1, got {batch}, {horizon}")
+        batch, horizon = trace_size(batch, horizon, self.params.horizon,
+                                    self.params.period_bytes())
         p, z = self.params, self.zones.n
         gen = torch.Generator().manual_seed(int(seed))
         if self._trips is not None:

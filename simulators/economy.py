@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from oprl.core import Metric, Observation, Rollout, Simulator, State, Trace, fixed
+from oprl.core import Metric, Observation, Rollout, Simulator, State, Trace, check_memory, fixed
 
 # 2018 US federal brackets for single filers, in thousands of dollars (lower cut-offs)
 US_2018_CUTOFFS = (0.0, 9.7, 39.475, 84.2, 160.725, 204.1, 510.3)
@@ -26,6 +26,7 @@ US_2018_RATES = (0.10, 0.12, 0.22, 0.24, 0.32, 0.35, 0.37)
 ANCHOR_SKILLS = (1.128, 1.321, 1.65, 2.256)
 OBJECTIVES = ("equality_productivity", "inverse_income", "utilitarian")
 UTILITIES = ("quadratic", "isoelastic")
+SIZE_BATCH = 128  # economies assumed by the size guard (a training batch)
 
 
 def _finite(name: str, values: Sequence[float]) -> None:
@@ -96,7 +97,7 @@ class EconomyParams:
             raise ValueError(f"rate_step: must lie in [0, 1], got {self.rate_step}")
         if self.utility not in UTILITIES:
             raise ValueError(f"utility: {self.utility!r}; allowed {UTILITIES}")
-        if not 0 <= self.eta < 1 and self.utility == "isoelastic":
+        if not 0 <= self.eta < 1:  # refused even where the utility does not read it
             raise ValueError(f"eta: must lie in [0, 1), got {self.eta}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective: {self.objective!r}; allowed {OBJECTIVES}")
@@ -106,6 +107,11 @@ class EconomyParams:
             raise ValueError("interest, skill_noise: must be >= 0")
         if not 0 <= self.eval_warmup < self.eval_horizon:
             raise ValueError(f"eval_warmup: must lie in [0, eval_horizon={self.eval_horizon})")
+        # the agents' best response scores every hour on the grid: [batch, agents, grid]
+        grid = self.max_hours / self.hours_step + 1 if self.hours_step > 0 else 2001
+        check_memory(8.0 * 4 * SIZE_BATCH * self.n_agents * grid * max(int(self.periods), 1),
+                     f"n_agents={self.n_agents}, hours_step={self.hours_step}, "
+                     f"periods={self.periods}")
 
     @property
     def n_brackets(self) -> int:
@@ -390,6 +396,15 @@ def _skills(skills, n_agents: int | None) -> tuple[tuple[float, ...] | None, int
     return values, int(n_agents or len(values))
 
 
+def _grids(hours_step: float, rate_step: float) -> None:
+    """The scenarios' references (the bilevel MILP, the agents' exact best response) need
+    grids: 0 (continuous, allowed in `EconomyParams` itself) would leave them without one."""
+    for name, value in (("hours_step", hours_step), ("rate_step", rate_step)):
+        if not value > 0:
+            raise ValueError(f"{name}: must be > 0 (the scenario's MILP reference needs a grid), "
+                             f"got {value}")
+
+
 def one_step(
     skills: str | Sequence[float] = "anchor",
     n_agents: int | None = None,
@@ -404,6 +419,7 @@ def one_step(
     skill_max: float = 2.5,
 ) -> EconomySimulator:
     """One tax period; default: the 4 anchor agents, k = 0.012, integer hours, 5% rates."""
+    _grids(hours_step, rate_step)
     fixed, n = _skills(skills, n_agents)
     return EconomySimulator(EconomyParams(
         n_agents=n, skills=fixed, labour_cost=labour_cost, cutoffs=tuple(cutoffs),
@@ -429,6 +445,7 @@ def dynamic(
     skill_max: float = 2.5,
 ) -> EconomySimulator:
     """``periods`` tax periods with savings; the planner sets the schedule every period."""
+    _grids(hours_step, rate_step)
     fixed, n = _skills(skills, n_agents)
     return EconomySimulator(EconomyParams(
         n_agents=n, skills=fixed, labour_cost=labour_cost, cutoffs=tuple(cutoffs),

@@ -31,6 +31,7 @@ from oprl.core import (
     Stackable,
     State,
     Trace,
+    check_memory,
     fixed,
     trace_size,
 )
@@ -326,10 +327,34 @@ class InventoryParams:
             raise ValueError(f"warmup: must lie in [0, horizon={self.horizon})")
         if not 0 <= self.eval_warmup < self.eval_horizon:
             raise ValueError(f"eval_warmup: must lie in [0, eval_horizon={self.eval_horizon})")
+        lead = self.max_lead_time
+        for window in ("horizon", "eval_horizon"):  # an order must be able to arrive
+            if lead >= getattr(self, window) - getattr(self, window.replace("horizon", "warmup")):
+                raise ValueError(
+                    f"lead_time: {lead} periods is not shorter than the {getattr(self, window)}-"
+                    f"period {window} less its warm-up; no order placed in the counted periods "
+                    f"would arrive (raise {window} or lower lead_time)")
+        check_size(net.n_nodes, net.n_edges, max(lead, self.pipeline_slots, 1),
+                   self.demand_lags, f"lead_time={lead}, demand_lags={self.demand_lags}")
 
     @property
     def max_lead_time(self) -> int:
         return int(self.lead_time.max())
+
+
+# size guard: a training rollout keeps about KEPT float tensors of every location's and edge's
+# state per period for backpropagation, for a batch of TRAIN_BATCH episodes of TRAIN_HORIZON
+TRAIN_BATCH, TRAIN_HORIZON, KEPT = 64, 100, 12
+# the network checks are quadratic in Python: beyond this many locations they alone take minutes
+MAX_LOCATIONS = 20_000
+
+
+def check_size(n_nodes: int, n_edges: int, slots: int, lags: int, what: str) -> None:
+    """Refuse (naming ``what``) a network whose training rollout cannot fit in memory."""
+    if n_nodes > MAX_LOCATIONS:
+        raise ValueError(f"{what}: {n_nodes:,} locations; at most {MAX_LOCATIONS:,} are supported")
+    per_period = (n_nodes * (slots + lags + 8) + n_edges * (slots + 4)) * 4 * KEPT
+    check_memory(TRAIN_BATCH * TRAIN_HORIZON * per_period, what)
 
 
 def _shifted_pipeline(pipe: Tensor, ship: Tensor, onehot: Tensor) -> Tensor:
@@ -499,7 +524,9 @@ class InventorySimulator(Simulator, Stackable, LeadTimes):
     def sample_trace(
         self, batch: int, horizon: int | None = None, *, seed: int, device="cpu"
     ) -> Trace:
-        batch, horizon = trace_size(batch, horizon, self.params.horizon)
+        # float64 normals, their float32 clip and its time-major copy: ~24 bytes per store
+        batch, horizon = trace_size(batch, horizon, self.params.horizon,
+                                    24 * len(self.network.stores))
         gen = torch.Generator().manual_seed(int(seed))
         d = self.params.demand
         if d.kind == "series" and d.level is not None:
@@ -856,8 +883,31 @@ def series_trace(demand: Tensor, level: Tensor, *, seed: int | None,
     return Trace({"demand": demand.to(device), "scale": scale.to(device)}, seed=seed)
 
 
+def _params_naming(names: str, **fields_: object) -> InventoryParams:
+    """`InventoryParams` for a factory that takes its lead times under other ``names``: a
+    ``lead_time:`` error names them too."""
+    try:
+        return InventoryParams(**fields_)
+    except ValueError as err:
+        if str(err).startswith("lead_time:"):
+            raise ValueError(f"{names}: {err}") from None
+        raise
+
+
 def _rng(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
+
+
+def _one_store_costs(**values: float) -> None:
+    """Refuse, before any training, the corner cases whose answer is trivial or unbounded and
+    which the references do not model: no penalty (order nothing), no holding cost (stock
+    without limit), no demand."""
+    why = {"penalty": "with no penalty the optimum is to order nothing",
+           "holding": "with no holding cost the optimal stock is unbounded",
+           "mean": "with no demand there is nothing to decide"}
+    for name, value in values.items():
+        if isinstance(value, (int, float)) and value == 0:  # negatives: the range checks
+            raise ValueError(f"{name}: must be > 0 ({why[name]}), got {value}")
 
 
 def one_store_backlog(
@@ -865,6 +915,7 @@ def one_store_backlog(
     std: float = 1.6, **kw,
 ) -> InventorySimulator:
     """One store, backlogged Normal(5, 1.6) demand clipped at 0; optimum is base-stock."""
+    _one_store_costs(penalty=penalty, holding=holding, mean=mean)
     params = InventoryParams(
         network=Network(("store",), ((SUPPLIER, 0),)),
         demand=Demand("normal", torch.tensor([float(mean)]), torch.tensor([float(std)])),
@@ -878,6 +929,7 @@ def one_store_lost(
     lead_time: int = 4, penalty: float = 9.0, holding: float = 1.0, mean: float = 5.0, **kw
 ) -> InventorySimulator:
     """One store, lost sales, Poisson(5) demand; optimum by dynamic programming (Zipkin 2008)."""
+    _one_store_costs(penalty=penalty, holding=holding, mean=mean)
     params = InventoryParams(
         network=Network(("store",), ((SUPPLIER, 0),)),
         demand=Demand("poisson", torch.tensor([float(mean)])),
@@ -898,7 +950,7 @@ def serial(
     n = len(holding)
     if leads.dim() == 0 or leads.shape[-1] != n:
         raise ValueError(f"lead_times: one per location ({n}), got shape {tuple(leads.shape)}")
-    params = InventoryParams(
+    params = _params_naming("store_lead_time, lead_times",
         network=Network(("warehouse",) * (n - 1) + ("store",),
                         ((SUPPLIER, 0),) + tuple((i, i + 1) for i in range(n - 1))),
         demand=Demand("normal", torch.tensor([float(mean)]), torch.tensor([float(std)])),
@@ -918,7 +970,8 @@ def transshipment(
     s = int(n_stores)
     if s < 1:
         raise ValueError(f"n_stores: must be >= 1, got {n_stores}")
-    params = InventoryParams(
+    check_size(s + 1, s + 1, 1, 0, f"n_stores={n_stores}")
+    params = _params_naming("store_lead_time, warehouse_lead_time",
         network=Network(("transship",) + ("store",) * s,
                         ((SUPPLIER, 0),) + tuple((0, i + 1) for i in range(s))),
         demand=Demand("normal", torch.full((s,), float(mean)), torch.full((s,), float(std)),
@@ -939,12 +992,13 @@ def one_warehouse(
     s = int(n_stores)
     if s < 1:
         raise ValueError(f"n_stores: must be >= 1, got {n_stores}")
+    check_size(s + 1, s + 1, 1, 0, f"n_stores={n_stores}")
     g = _rng(instance_seed)
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(s, generator=g)  # noqa: E731
     mean, cv = u(2.5, 7.5), u(0.25, 0.5)
     store_h, store_p = u(0.7, 1.3), u(6.3, 11.7)
     store_lead = torch.randint(2, 4, (s,), generator=g)
-    params = InventoryParams(
+    params = _params_naming("warehouse_lead_time",
         network=Network(("warehouse",) + ("store",) * s,
                         ((SUPPLIER, 0),) + tuple((0, i + 1) for i in range(s))),
         demand=Demand("normal", mean, mean * cv, correlation=float(correlation)),
@@ -966,6 +1020,8 @@ def many_warehouses(
         raise ValueError("n_warehouses, n_stores: must be >= 1")
     if not 1 <= links_per_store <= w:
         raise ValueError(f"links_per_store: must lie in [1, n_warehouses={w}]")
+    check_size(w + s, w + s * links_per_store, 1, 0,
+               f"n_warehouses={n_warehouses}, n_stores={n_stores}")
     g = _rng(instance_seed)
     u = lambda lo, hi, k: lo + (hi - lo) * torch.rand(k, generator=g)  # noqa: E731
     edges = [(SUPPLIER, i) for i in range(w)]
@@ -1000,12 +1056,11 @@ def load_demand_series(path: str | Path) -> Tensor:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"path: demand file {str(path)!r} does not exist")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        frame = pd.read_parquet(path)
-    elif path.suffix.lower() in (".csv", ".txt"):
-        frame = pd.read_csv(path)
-    else:
-        raise ValueError(f"path: {path.name!r} must be a .csv or .parquet file")
+    frame = _read_table(path)
+    lower = [str(c).strip().lower() for c in frame.columns]
+    twice = sorted({c for c in lower if lower.count(c) > 1})
+    if twice:
+        raise ValueError(f"{path.name}: column {twice[0]!r} appears more than once")
     cols = {str(c).lower(): c for c in frame.columns}
     series = next((cols[n] for n in ("product", "store", "series") if n in cols), None)
     when = next((cols[n] for n in ("period", "date") if n in cols), None)
@@ -1026,10 +1081,13 @@ def load_demand_series(path: str | Path) -> Tensor:
                                  f"{sorted(set(steps.dt.days))} days); fill missing periods with 0")
     else:
         frame = frame.set_index(frame.columns[0])
-    try:
-        values = torch.tensor(frame.to_numpy(dtype="float64"))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path.name}: demand values must be numeric ({err})") from None
+    numeric = frame.apply(pd.to_numeric, errors="coerce")
+    bad = numeric.isna() & frame.notna()
+    if bad.to_numpy().any():
+        row, col = (int(i[0]) for i in bad.to_numpy().nonzero())
+        raise ValueError(f"{path.name}: demand {frame.iat[row, col]!r} for product "
+                         f"{frame.index[row]!r}, period {frame.columns[col]!r} is not a number")
+    values = torch.tensor(numeric.to_numpy(dtype="float64"))
     if values.numel() == 0:
         raise ValueError(f"{path.name}: no demand values found")
     if torch.isnan(values).any():
@@ -1039,3 +1097,29 @@ def load_demand_series(path: str | Path) -> Tensor:
     if (values < 0).any():
         raise ValueError(f"{path.name}: demand must be non-negative")
     return values.float()
+
+
+def _read_table(path: Path):
+    """The file as a data frame; unreadable files are a ValueError naming the file and why."""
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv", ".txt"):
+        raise ValueError(f"path: {path.name!r} must be a .csv or .parquet file")
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path.name}: the file is empty (no header row)") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path.name}: not UTF-8 text (byte {err.start}); save it as a UTF-8 "
+                         "CSV") from None
+    except pd.errors.ParserError as err:
+        raise ValueError(f"{path.name}: not a well-formed CSV ({' '.join(str(err).split())})") from None
+    except (OSError, ValueError, TypeError) as err:  # pyarrow's errors subclass these
+        if isinstance(err, OSError) and not str(err):
+            raise
+        raise ValueError(f"{path.name}: cannot read this file as {suffix[1:]} "
+                         f"({' '.join(str(err).split())[:200]})") from None
+

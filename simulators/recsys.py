@@ -30,6 +30,7 @@ from oprl.core import (
     Simulator,
     State,
     Trace,
+    check_memory,
     fixed,
     trace_size,
 )
@@ -49,6 +50,7 @@ KUAIRAND = {
 }
 
 USER_FEATURES_EXTRA = 3  # engagement, alive, time fraction
+SIZE_BATCH = 128  # episodes assumed by the size guards (a training batch)
 ITEM_FEATURES = 4 + len(SIGNALS)  # match, quality, log-duration, predicted watch, p_k
 
 
@@ -184,10 +186,21 @@ class RecsysParams:
             _check_unit(name, float(getattr(self, name)))
         object.__setattr__(self, "thresholds", _thresholds(self.thresholds))
         _window(self.horizon, self.warmup, self.eval_horizon, self.eval_warmup)
+        # the catalogue, one training batch's traces and the per-step candidate features kept
+        # for the policy gradient
+        catalog = 8 * self.n_items * (self.n_topics + ITEM_FEATURES + 8)
+        check_memory(catalog + SIZE_BATCH * self.horizon * self.period_bytes(),
+                     f"n_items={self.n_items}, n_topics={self.n_topics}, "
+                     f"n_candidates={self.n_candidates}, horizon={self.horizon}")
         for key in ("median_play_s", "median_duration_s", *SIGNALS):
             if key not in self.calibration:
                 raise ValueError(f"calibration: missing {key!r}")
             _check_positive(f"calibration.{key}", float(self.calibration[key]))
+
+    def period_bytes(self) -> float:
+        """Estimated bytes per episode-step: the candidate draw over the catalogue (float
+        keys and their argsort) and the candidates' features."""
+        return 12 * self.n_items + 4 * self.n_candidates * (self.n_topics + ITEM_FEATURES) + 64
 
 
 class RecsysSimulator(_Episodes):
@@ -267,7 +280,8 @@ class RecsysSimulator(_Episodes):
     # -- contract ---------------------------------------------------------------------------
     def sample_trace(self, batch: int, horizon: int | None = None, *, seed: int,
                      device="cpu") -> Trace:
-        batch, horizon = trace_size(batch, horizon, self.params.horizon)
+        batch, horizon = trace_size(batch, horizon, self.params.horizon,
+                                    self.params.period_bytes())
         p = self.params
         gen = torch.Generator().manual_seed(int(seed))
         interest = self._interest(batch, gen)
@@ -437,6 +451,10 @@ class TabularParams:
         _check_unit("move_rate", self.move_rate)
         object.__setattr__(self, "thresholds", _thresholds(self.thresholds))
         _window(self.horizon, self.warmup, self.eval_horizon, self.eval_warmup)
+        # the exact evaluator and the occupancy LP are dense over (type, level) states
+        states = len(mix) * self.levels
+        check_memory(8.0 * states * states * a * (len(SIGNALS) + 2) * 4,
+                     f"levels={self.levels}")
 
 
 @dataclass(frozen=True)

@@ -209,6 +209,24 @@ class LostSalesTablePolicy(nn.Module):
         return order.unsqueeze(-1)
 
 
+def _lost_sales_newsvendor(sim: InventorySimulator, h: float, b: float, c: float, lam: float,
+                           start: float) -> SolverResult:
+    """Lead time 0: what is ordered arrives before demand and what is left stays below the
+    level, so order-up-to the Poisson p/(p+h) quantile every period is optimal (the
+    newsvendor); its cost per period is h E(S-D)^+ + b E(D-S)^+ (+ c per unit sold)."""
+    level = int(poisson.ppf(b / (b + h), lam))
+    d = np.arange(level + 1)
+    pmf = poisson.pmf(d, lam)
+    under = float(((level - d) * pmf).sum())  # E(S - D)^+
+    over = under - (level - lam)  # E(D - S)^+ = E(S - D)^+ - (S - E D)
+    sold = lam - over
+    return SolverResult(
+        name="lost_sales_dp", objective=h * under + b * over + c * sold, kind="optimal",
+        status="closed form (lead time 0: newsvendor)", wall_s=time.perf_counter() - start,
+        policy=BaseStock(sim, float(level)), details={"level": level, "lead_time": 0},
+    )
+
+
 def lost_sales_dp(
     sim: InventorySimulator,
     *,
@@ -233,13 +251,10 @@ def lost_sales_dp(
     _single_store(sim, "lost_sales_dp", lost=True, demand="poisson")
     p = sim.params
     lead = int(p.lead_time[0])
-    if lead < 1:
-        raise ValueError(
-            "lost_sales_dp: lead_time must be >= 1 (with lead time 0 the problem is a newsvendor "
-            "with a base-stock optimum)"
-        )
     h, b, c = float(p.holding[0]), float(p.penalty[0]), float(p.order_cost[0])
     lam = float(p.demand.mean[0])
+    if lead == 0:
+        return _lost_sales_newsvendor(sim, h, b, c, lam, start)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     top = int(poisson.ppf(b / (b + h), lam * (lead + 1)))  # Morton's bound on the position
     qmax = min(top, int(max_order if max_order is not None else poisson.ppf(0.99, lam) + 1))

@@ -39,7 +39,7 @@ def test_list_names_every_inventory_scenario(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["bench", "inventory/nope"], "unknown 'inventory/nope'"),
     (["bench", "inventory/one_store_lost", "--set", "lead_time=-1"], "lead_time: must be >= 0"),
-    (["bench", "inventory/one_store_lost", "--set", "lead_time=1.5"], "lead_time: must be whole"),
+    (["bench", "inventory/one_store_lost", "--set", "lead_time=1.5"], "lead_time: expected a whole number"),
     (["solve", "inventory/one_store_lost", "--set", "leadtime=2"], "unknown parameter 'leadtime'"),
     (["bench", "inventory/real_data", "--set", "path=missing.csv"], "does not exist"),
     (["evaluate", "no/such/run"], "not a run folder"),

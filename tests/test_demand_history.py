@@ -26,7 +26,7 @@ def test_dated_long_format_is_ordered_by_date(tmp_path):
     ("store,date,demand\na,2024-01-01,1\na,2024-01-08,2\na,2024-01-22,3\n", "not evenly spaced"),
     ("store,date,demand\na,2024-01-01,1\na,someday,2\n", "'someday' is not a date"),
     ("store,date,demand\na,2024-01-01,1\nb,2024-01-08,2\n", "missing (NaN) for product"),
-    ("store,date,demand\na,2024-01-01,1\na,2024-01-08,lots\n", "must be numeric"),
+    ("store,date,demand\na,2024-01-01,1\na,2024-01-08,lots\n", "is not a number"),
     ("store,date,demand\na,2024-01-01,1\na,2024-01-01,2\n", "more than one demand row"),
 ])
 def test_a_bad_history_is_one_error_naming_the_file(tmp_path, text, message):

@@ -14,6 +14,7 @@ from oprl.algorithms.ospo import (
     train_grpo,
     train_ospo,
 )
+from oprl.runs import through_checkpoint
 
 
 def tiny():
@@ -61,7 +62,7 @@ def test_trainer_contract_and_exact_resume(trainer):
     saved = {}
 
     def keep(step, policy, optimizer, history, state):
-        saved[step] = state
+        saved[step] = through_checkpoint(state)
 
     torch.manual_seed(0)
     trainer(sim, PairMLP(sim, hidden=8), steps=1, seed=3, callback=keep, **hyper)

@@ -60,7 +60,7 @@ def test_bracket_tax_by_hand():
        st.lists(st.floats(0.0, 100.0), min_size=4, max_size=4))
 def test_lump_sum_conserves_coin(rates, hours):
     """All revenue comes back: total coin equals total income, whatever the schedule."""
-    sim = registry.make("economy/one_step", hours_step=0.0, rate_step=0.0)
+    sim = EconomySimulator(EconomyParams(hours_step=0.0, rate_step=0.0))  # continuous grids
     trace = sim.sample_trace(1, 1, seed=0)
     action = join_action(torch.tensor(rates), torch.tensor([hours]))
     _, reward, info = sim.step(sim.reset(trace), action, 0, trace)

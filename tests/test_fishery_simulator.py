@@ -137,7 +137,7 @@ def test_model_variants_harvest_the_right_species() -> None:
     ("threshold", 1.0, "threshold: must lie in"),
     ("threshold", 1.5, "threshold: must lie in"),
     ("sigma", -0.1, "sigma"),
-    ("beta", float("nan"), "beta: must be finite"),
+    ("beta", float("nan"), "beta: expected a finite number"),
     ("relaxation", "fuzzy", "relaxation"),
 ])
 def test_bad_parameters_name_the_field(field, value, match) -> None:

@@ -331,7 +331,7 @@ def _write(path: Path, text: str) -> Path:
         ("nan.csv", "product,0,1\na,1,\nb,2,3\n", "nan.csv.*missing"),
         ("negative.csv", "product,0,1\na,1,-2\n", "negative.csv.*non-negative"),
         ("long_gap.csv", "product,period,demand\na,0,1\na,1,2\nb,0,3\n", "missing"),
-        ("text.csv", "product,0,1\na,1,lots\n", "numeric"),
+        ("text.csv", "product,0,1\na,1,lots\n", "is not a number"),
         ("demand.xlsx", "irrelevant", "path.*csv or .parquet"),
     ],
 )

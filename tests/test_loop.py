@@ -16,6 +16,7 @@ from oprl.algorithms.ospo import GRPOSettings, train_grpo
 from oprl.algorithms.settings import LoopSettings, parse_settings
 from oprl.cli import main
 from oprl.registry import SCENARIOS
+from oprl.runs import through_checkpoint
 
 
 class Scripted(Algorithm):
@@ -90,7 +91,7 @@ def test_resume_from_any_checkpoint_gives_the_same_history() -> None:
     full = run_loop(Scripted(VALUES), s, metric="dev", maximise=False)
     saved = {}
     run_loop(Scripted(VALUES), s, metric="dev", maximise=False,
-             callback=lambda step, p, o, h, state: saved.setdefault(step, state))
+             callback=lambda step, p, o, h, state: saved.setdefault(step, through_checkpoint(state)))
     assert sorted(saved) == [2, 4, 6]
     resumed = run_loop(Scripted(VALUES), s, metric="dev", maximise=False, start_state=saved[4])
     drop = lambda rows: [repr({k: v for k, v in r.items() if k != "wall_s"}) for r in rows]  # noqa: E731

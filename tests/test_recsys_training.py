@@ -7,6 +7,7 @@ from oprl.simulators.recsys import short_video, tabular
 
 from oprl import registry
 from oprl.algorithms.constrained_ac import collect, estimate_totals, train_rcpo, train_tscac
+from oprl.runs import through_checkpoint
 
 
 def small_tabular():
@@ -53,7 +54,7 @@ def _run(trainer, steps, start_state=None, capture=None, **hyper):
 
     def callback(step, policy, opt, history, state):
         if capture is not None and step == capture[0]:
-            capture.append(state)
+            capture.append(through_checkpoint(state))
 
     res = trainer(sim, net, steps=steps, batch_size=32, dev_episodes=32, eval_every=2,
                   critic_iters=3, actor_iters=3, minibatch=64, callback=callback,

@@ -80,9 +80,8 @@ def test_lost_sales_dp_policy_simulates_to_its_value():
     assert float(costs.min()) >= sim_cost - 3 * se
 
 
-def test_lost_sales_dp_rejects_lead_time_zero_and_backlog():
-    with pytest.raises(ValueError, match="lead_time"):
-        lost_sales_dp(inv.one_store_lost(lead_time=0))
+def test_lost_sales_dp_rejects_backlog():
+    # lead time 0 is the newsvendor closed form (tests/test_bad_input.py checks its answer)
     with pytest.raises(ValueError, match="lost-sales"):
         lost_sales_dp(inv.one_store_backlog())
 
