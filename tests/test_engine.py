@@ -193,3 +193,17 @@ def test_format_table_splits_the_main_metric_from_secondary_ones():
     main, secondary = format_table(frame).split("secondary metrics")
     assert "metric: cost" in main and " b " in main and "9.0000" not in main
     assert "served" in secondary and "cost" not in secondary and "9" in secondary
+
+
+def test_evaluate_gaps_against_a_scalar_bound():
+    """A reference with only an objective (no policy, no per-episode values): the gap is the
+    policy's mean against that number, signed so that above a lower bound is positive."""
+    sim = oprl.make("inventory/one_store_backlog", lead_time=1)
+    trace = sim.sample_trace(8, 200, seed=0)
+    bound = SolverResult("bound", 2.5, "lower_bound", "optimal", 0.0)
+    frame = evaluate(sim, trace, 50, [Entry("bs", BaseStock(sim, 12.0), "heuristic")], [bound])
+    rows = frame.set_index("policy")
+    mean = float(-rollout(sim, BaseStock(sim, 12.0), trace).rewards[:, 50:].mean(1).mean())
+    assert rows.loc["bs", "gap_pct"] == pytest.approx(100 * (mean - 2.5) / 2.5, rel=1e-5)
+    assert rows.loc["bs", "reference_kind"] == "lower_bound"
+    assert math.isnan(rows.loc["bs", "gap_stderr_pct"])  # nothing to pair episodes with
