@@ -105,8 +105,17 @@ def real_data(
     if "eval_horizon" in kw:
         raise ValueError("eval_horizon: fixed by the test block (set test_fraction instead)")
     series = load_demand_series(path)
+    explicit = "eval_warmup" in kw
     prefix = int(kw.pop("eval_warmup", demand_lags + 2 * int(lead_time) + 1))
-    blocks = HistoryBlocks.of(series.shape[1], dev_fraction, test_fraction, prefix)
+    try:
+        blocks = HistoryBlocks.of(series.shape[1], dev_fraction, test_fraction, prefix)
+    except ValueError as err:
+        if explicit or not str(err).startswith("eval_warmup:"):
+            raise
+        raise ValueError(  # the default warm-up follows the lead time: name what the user set
+            f"lead_time: {lead_time} periods is not shorter than the history allows: the "
+            f"warm-up of demand_lags + 2 x lead_time + 1 = {prefix} periods must fit in the "
+            f"training block ({err})") from None
     if horizon > blocks.train_end:
         raise ValueError(f"horizon: training windows of {horizon} periods do not fit in the "
                          f"{blocks.train_end} training periods; lower horizon")

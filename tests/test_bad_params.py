@@ -15,8 +15,14 @@ from oprl.core import Simulator
 from oprl.registry import SCENARIOS
 
 DATA = Path(__file__).parent / "data"
-# parameters a scenario needs to be built at all
-BASE = {"inventory/real_data": {"path": str(DATA / "tiny_demand.csv")}}
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+# parameters a scenario needs to be built at all (short windows: the tiny history has 15
+# training periods)
+BASE = {
+    "inventory/real_data": {"path": str(DATA / "tiny_demand.csv"), "lead_time": 1,
+                            "demand_lags": 2, "horizon": 8, "warmup": 2},
+    "inventory/network": {"file": str(EXAMPLES / "networks" / "serial.yaml")},
+}
 
 NUMBERS = st.one_of(
     st.integers(-3, 30), st.integers(10**6, 10**12), st.integers(-(10**12), -(10**6)),
