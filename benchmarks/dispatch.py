@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+
+from oprl.core import rollout
 from oprl.policies.dispatch import NearestGreedy, PairMLP, PickupAssignment
 from oprl.simulators import matching as mt
 from oprl.simulators.dispatch import manhattan
-
-from oprl.core import rollout
 
 OUT = Path(__file__).parent / "results"
 

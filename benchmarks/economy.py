@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from oprl.policies import economy_schedules as sched
-from oprl.simulators import economy_response as resp
-from oprl.simulators.economy import EconomySimulator
-from oprl.solvers import economy as sol
 
 from oprl import registry
 from oprl.api import train
 from oprl.core import rollout
+from oprl.policies import economy_schedules as sched
 from oprl.runs import write_csv
+from oprl.simulators import economy_response as resp
+from oprl.simulators.economy import EconomySimulator
+from oprl.solvers import economy as sol
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -22,14 +22,14 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-from oprl.solvers.fishery import grid_dp_3d, single_species_dp
-from oprl.solvers.fishery_bound import relaxation_bound
 
 from oprl import registry
 from oprl.api import EVAL_SEED, benchmark, eval_window, load_policy, train
 from oprl.evaluate import COLUMNS, format_table
 from oprl.plots.fishery import policy_map
 from oprl.runs import write_csv
+from oprl.solvers.fishery import grid_dp_3d, single_species_dp
+from oprl.solvers.fishery_bound import relaxation_bound
 
 # published means over 100 episodes (Montealegre-Mora et al. 2023; docs/fishery.md)
 ANCHORS = {

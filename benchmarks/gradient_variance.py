@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from oprl.policies.inventory_mlp import InventoryMLP
 
 import oprl
 from oprl.algorithms.reinforce import gradient_variance, pathwise_gradient
+from oprl.policies.inventory_mlp import InventoryMLP
 
 
 def main() -> None:

@@ -144,9 +144,8 @@ class Worker:
     def _check_loop(self, sim, levels, trace, demand) -> None:
         """The Python loop must cost what the batched simulator costs under the same rule."""
         torch = self.torch
-        from oprl.simulators.inventory_rules import BaseStock
-
         from oprl.core import rollout
+        from oprl.simulators.inventory_rules import BaseStock
 
         with torch.no_grad():
             batched = -rollout(sim, BaseStock(sim, torch.tensor(levels)), trace).rewards.sum(1)
@@ -200,9 +199,8 @@ def worker_main(code: Path, threads: int, device: str) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    import oprl.policies
-
     import oprl
+    import oprl.policies
 
     worker = Worker(device)
     print(json.dumps({"oprl": oprl.__file__, "policies": oprl.policies.__file__,

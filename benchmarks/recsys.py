@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from oprl.simulators.recsys import SIGNALS
 
 from oprl import registry
 from oprl.api import EVAL_SEED, TUNE_SEED, eval_window, train
 from oprl.evaluate import COLUMNS, Entry, evaluate, format_table
 from oprl.plots.recsys import MAIN, tradeoff
 from oprl.runs import write_csv
+from oprl.simulators.recsys import SIGNALS
 
 
 def constraint_table(frame: pd.DataFrame, sim, exact: dict[str, dict] | None,

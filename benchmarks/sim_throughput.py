@@ -17,11 +17,11 @@ import statistics
 import time
 
 import torch
+
+from oprl.core import rollout
 from oprl.policies.inventory_heuristics import newsvendor_levels
 from oprl.simulators.inventory import InventorySimulator, one_warehouse
 from oprl.simulators.inventory_rules import BaseStock
-
-from oprl.core import rollout
 
 
 def python_loop_episode(sim: InventorySimulator, levels: list[float], demand: list[list[float]]) -> float:

@@ -16,12 +16,12 @@ import itertools
 import time
 
 import torch
-from oprl.policies.inventory_heuristics import newsvendor_levels
-from oprl.simulators.inventory import align_simulators, one_store_backlog, stack_simulators
-from oprl.simulators.inventory_rules import BaseStock
 
 from oprl.core import Trace
 from oprl.evaluate import episode_scores
+from oprl.policies.inventory_heuristics import newsvendor_levels
+from oprl.simulators.inventory import align_simulators, one_store_backlog, stack_simulators
+from oprl.simulators.inventory_rules import BaseStock
 from oprl.sweep import stack_policies
 
 

@@ -15,11 +15,11 @@ intractable; this per-order surrogate is what the score-function update uses).
 from __future__ import annotations
 
 import torch
-from oprl.simulators.dispatch import ZONE_FEATURES, DispatchSimulator
 from torch import Tensor, nn
 
 from oprl.core import Observation, Trace
 from oprl.nn import GraphEncoder, PairScoreHead, mlp
+from oprl.simulators.dispatch import ZONE_FEATURES, DispatchSimulator
 
 PAIR_FEATURES = 8
 

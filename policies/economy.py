@@ -17,6 +17,10 @@ the population. ``rate_limit`` caps every rate (tax-rate annealing).
 from __future__ import annotations
 
 import torch
+from torch import Tensor, nn
+
+from oprl.core import Observation, Trace
+from oprl.nn import GraphEncoder, NodeHead, mlp, shrink_last_layer
 from oprl.policies.economy_schedules import (
     free_market,
     saez_binned_schedule,
@@ -28,10 +32,6 @@ from oprl.simulators.economy_response import (
     ScheduleBestResponse as ScheduleBestResponse,
 )
 from oprl.simulators.economy_response import best_response, schedule_value
-from torch import Tensor, nn
-
-from oprl.core import Observation, Trace
-from oprl.nn import GraphEncoder, NodeHead, mlp, shrink_last_layer
 
 PLANNER_KINDS = ("categorical", "continuous")
 

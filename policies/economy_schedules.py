@@ -7,9 +7,10 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import Tensor
+
 from oprl.simulators.economy import US_2018_RATES, EconomySimulator
 from oprl.simulators.economy_response import best_response
-from torch import Tensor
 
 
 def free_market(sim: EconomySimulator) -> Tensor:

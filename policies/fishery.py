@@ -15,11 +15,11 @@ import itertools
 from collections.abc import Callable, Sequence
 
 import torch
-from oprl.simulators.fishery import FisherySimulator, species_edges
 from torch import Tensor, nn
 
 from oprl.core import Observation, Trace, rollout
 from oprl.nn import GraphEncoder, NodeHead, mlp
+from oprl.simulators.fishery import FisherySimulator, species_edges
 
 ESCAPEMENT_INIT = 0.5  # initial escapement, as a fraction of K
 MORTALITY_INIT = 0.25  # initial mortality

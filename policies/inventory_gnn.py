@@ -6,6 +6,10 @@ endpoint embeddings and the edge's features into a non-negative order per edge.
 
 from __future__ import annotations
 
+from torch import Tensor, nn
+
+from oprl.core import Observation, WholeUnitActions
+from oprl.nn import EdgeHead, GraphEncoder, shrink_last_layer
 from oprl.policies.inventory_mlp import (
     InventoryFeatures,
     edge_index_with_supplier,
@@ -14,10 +18,6 @@ from oprl.policies.inventory_mlp import (
     whole_units,
 )
 from oprl.simulators.inventory import InventorySimulator
-from torch import Tensor, nn
-
-from oprl.core import Observation, WholeUnitActions
-from oprl.nn import EdgeHead, GraphEncoder, shrink_last_layer
 
 
 class InventoryGNN(nn.Module, WholeUnitActions):

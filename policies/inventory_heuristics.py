@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from scipy.stats import norm
+from torch import Tensor, nn
+
+from oprl.core import Observation, Trace, rollout
 from oprl.simulators.inventory import InventorySimulator
 from oprl.simulators.inventory_rules import (
     BaseStock,
@@ -17,10 +21,6 @@ from oprl.simulators.inventory_rules import (
     inventory_position,
     primary_inbound_edges,
 )
-from scipy.stats import norm
-from torch import Tensor, nn
-
-from oprl.core import Observation, Trace, rollout
 
 
 def critical_ratios(sim: InventorySimulator) -> Tensor:

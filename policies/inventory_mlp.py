@@ -12,13 +12,13 @@ import math
 from collections.abc import Sequence
 
 import torch
-from oprl.policies.inventory_heuristics import critical_ratios
-from oprl.simulators.inventory import SUPPLIER, InventorySimulator
-from oprl.simulators.inventory_rules import echelon_members
 from torch import Tensor, nn
 
 from oprl.core import Observation, WholeUnitActions
 from oprl.nn import mlp, shrink_last_layer
+from oprl.policies.inventory_heuristics import critical_ratios
+from oprl.simulators.inventory import SUPPLIER, InventorySimulator
+from oprl.simulators.inventory_rules import echelon_members
 
 SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(SOFTPLUS_ONE) == 1
 LEAD_SCALE = 4.0  # typical lead time; keeps lead-time inputs O(1)

@@ -17,11 +17,11 @@ critic (Q values over the candidates).
 from __future__ import annotations
 
 import torch
-from oprl.simulators.recsys import SIGNALS
 from torch import Tensor, nn
 
 from oprl.core import Observation, Trace, rollout
 from oprl.nn import EdgeHead, GraphEncoder, mlp, shrink_last_layer
+from oprl.simulators.recsys import SIGNALS
 
 
 def _dims(sim) -> tuple[int, int]:

@@ -18,17 +18,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from oprl.simulators.matching import MATCHERS, NO_MATCH, check_problem_size, match
-from oprl.simulators.pooling import (
-    Insertion,
-    advance,
-    cheapest_insertion,
-    initial_routes,
-    insert,
-    paths,
-    riders,
-    routes_of,
-)
 from torch import Tensor
 
 from oprl.core import (
@@ -42,6 +31,17 @@ from oprl.core import (
     trace_size,
 )
 from oprl.data import dataset_path, load_trips
+from oprl.simulators.matching import MATCHERS, NO_MATCH, check_problem_size, match
+from oprl.simulators.pooling import (
+    Insertion,
+    advance,
+    cheapest_insertion,
+    initial_routes,
+    insert,
+    paths,
+    riders,
+    routes_of,
+)
 
 # Assumed average taxi speeds (km/h) by hour of day in Manhattan: slow in the day and the
 # evening peak, faster at night. A modelling assumption (stated in datasets/README.md).

@@ -12,6 +12,9 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import Tensor, nn
+
+from oprl.core import Observation
 from oprl.simulators.economy import (
     EconomySimulator,
     agent_utility,
@@ -22,9 +25,6 @@ from oprl.simulators.economy import (
     period_outcome,
     social_welfare,
 )
-from torch import Tensor, nn
-
-from oprl.core import Observation
 
 # -- best response ----------------------------------------------------------------------------
 

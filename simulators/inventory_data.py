@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from oprl.core import DataSplits, Trace, check_split
 from oprl.simulators.inventory import (
     SUPPLIER,
     Demand,
@@ -24,8 +26,6 @@ from oprl.simulators.inventory import (
     load_demand_series,
     series_trace,
 )
-
-from oprl.core import DataSplits, Trace, check_split
 
 
 @dataclass(frozen=True)

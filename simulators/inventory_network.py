@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy
 import torch
+
 from oprl.simulators.inventory import (
     SUPPLIER,
     Demand,

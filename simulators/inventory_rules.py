@@ -9,10 +9,10 @@ from __future__ import annotations
 import copy
 
 import torch
-from oprl.simulators.inventory import InventorySimulator, node_feature_layout
 from torch import Tensor, nn
 
 from oprl.core import Observation, StackablePolicy
+from oprl.simulators.inventory import InventorySimulator, node_feature_layout
 
 
 def inventory_position(obs: Observation, slots: int) -> Tensor:

@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 import torch
-from oprl.simulators.dispatch import DispatchSimulator
 
 from oprl.core import Trace
 from oprl.result import SolverResult
+from oprl.simulators.dispatch import DispatchSimulator
 
 SCALE = 1000  # integer cost units per reward unit
 

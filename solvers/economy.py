@@ -15,15 +15,15 @@ import time
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
+
+from oprl.core import Trace
+from oprl.result import SolverResult
 from oprl.simulators.economy import (
     EconomySimulator,
     bracket_income,
 )
 from oprl.simulators.economy_response import ScheduleBestResponse, hours_grid
-from torch import Tensor
-
-from oprl.core import Trace
-from oprl.result import SolverResult
 
 # -- the bilevel MILP ---------------------------------------------------------------------------
 

@@ -17,6 +17,10 @@ import time
 
 import numpy as np
 import torch
+from torch import Tensor, nn
+
+from oprl.core import Observation, Trace
+from oprl.result import SolverResult
 from oprl.simulators.fishery import (
     FisheryParams,
     FisherySimulator,
@@ -25,10 +29,6 @@ from oprl.simulators.fishery import (
     survival_probability,
 )
 from oprl.solvers.fishery_bound import relaxation_bound
-from torch import Tensor, nn
-
-from oprl.core import Observation, Trace
-from oprl.result import SolverResult
 
 
 def gauss_hermite(nodes: int, dtype=torch.float64, device="cpu") -> tuple[Tensor, Tensor]:

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 import torch
-from oprl.simulators.fishery import FisheryParams, FisherySimulator
 
 from oprl.core import Trace
 from oprl.result import SolverResult
+from oprl.simulators.fishery import FisheryParams, FisherySimulator
 
 BACKENDS = ("highs", "glop")
 

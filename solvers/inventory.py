@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from oprl.simulators.inventory import SUPPLIER, InventorySimulator
-from oprl.simulators.inventory_rules import BaseStock, EchelonBaseStock
 from scipy.signal import fftconvolve
 from scipy.stats import norm, poisson
 from torch import Tensor, nn
 
 from oprl.core import Observation, Trace
 from oprl.result import SolverResult
+from oprl.simulators.inventory import SUPPLIER, InventorySimulator
+from oprl.simulators.inventory_rules import BaseStock, EchelonBaseStock
 
 # -- shared checks -----------------------------------------------------------------------------
 

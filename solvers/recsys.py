@@ -17,11 +17,11 @@ import time
 
 import numpy as np
 import torch
-from oprl.simulators.recsys import SIGNALS, TabularModel, TabularRecsysSimulator, continuing
 from torch import Tensor, nn
 
 from oprl.core import Observation, Trace
 from oprl.result import SolverResult
+from oprl.simulators.recsys import SIGNALS, TabularModel, TabularRecsysSimulator, continuing
 
 
 class TablePolicy(nn.Module):

@@ -262,10 +262,9 @@ def test_exponent_numbers_are_numbers():
 def test_lost_sales_with_lead_time_zero_is_the_newsvendor_answer():
     """Lead time 0 (refused by the DP before) has a closed form; a second method: simulate
     every order-up-to level on one long trace and take the cheapest."""
+    from oprl.core import rollout
     from oprl.simulators.inventory_rules import BaseStock
     from oprl.solvers.inventory import lost_sales_dp
-
-    from oprl.core import rollout
 
     sim = make("inventory/one_store_lost", lead_time=0, penalty=4.0, holding=1.0, mean=3.0)
     ref = lost_sales_dp(sim)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from oprl.simulators.inventory import load_demand_series
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "demand" / "weekly_demand.csv"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from oprl.policies.dispatch import PairMLP, pair_log_prob
-from oprl.simulators.dispatch import manhattan
 
 from oprl.algorithms.ospo import (
     discounted_to_go,
@@ -14,7 +12,9 @@ from oprl.algorithms.ospo import (
     train_grpo,
     train_ospo,
 )
+from oprl.policies.dispatch import PairMLP, pair_log_prob
 from oprl.runs import through_checkpoint
+from oprl.simulators.dispatch import manhattan
 
 
 def tiny():

@@ -9,11 +9,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from oprl.core import Trace, rollout
 from oprl.policies.dispatch import NearestGreedy, PickupAssignment
 from oprl.simulators.dispatch import manhattan
 from oprl.simulators.pooling import riders
-
-from oprl.core import Trace, rollout
 
 SAVED = {  # policy: (episode reward, served, expired, pickup minutes), per episode
     "NearestGreedy": ([78.14497375488281, 84.13982391357422], [47, 48], [158, 141],

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from oprl.policies.dispatch import NearestGreedy, PairMLP, PickupAssignment, ZoneGNN, prior_scores
-from oprl.simulators.dispatch import DispatchParams, DispatchSimulator, manhattan
 
 from oprl import registry
 from oprl.core import Trace, rollout
 from oprl.data import dataset_path, load_trips
+from oprl.policies.dispatch import NearestGreedy, PairMLP, PickupAssignment, ZoneGNN, prior_scores
+from oprl.simulators.dispatch import DispatchParams, DispatchSimulator, manhattan
 
 TLC = Path(__file__).parent / "data" / "tlc_tiny.csv"
 

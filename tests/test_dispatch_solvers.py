@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from oprl.core import Trace, rollout
 from oprl.policies.dispatch import NearestGreedy, PairMLP, PickupAssignment
 from oprl.simulators.dispatch import DispatchParams, DispatchSimulator, ZoneMap, manhattan
 from oprl.solvers.dispatch import fluid_lp, hindsight_bound, hindsight_flow, references
-
-from oprl.core import Trace, rollout
 
 
 def small(capacity: int = 1):
@@ -105,6 +105,7 @@ def hindsight_lp(sim, trace, episode: int, objective: str) -> float:
     every served order is reached by flow conservation. Capacity 1 only. Pyomo + HiGHS."""
     import numpy as np
     import pyomo.environ as pyo
+
     from oprl.solvers.dispatch import fastest_minutes
 
     p, horizon = sim.params, trace.horizon

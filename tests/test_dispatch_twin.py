@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from oprl.core import rollout
 from oprl.policies.dispatch import NearestGreedy, PairMLP, PickupAssignment
 from oprl.simulators.dispatch import manhattan
 from oprl.simulators.events.dispatch import DispatchTwin, nearest_greedy, record_decisions, replayed
-
-from oprl.core import rollout
 
 
 def sim_and_trace(seed: int, capacity: int = 1):

@@ -26,9 +26,9 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from oprl.solvers.economy import optimal_schedule_milp
 
 from oprl import registry
+from oprl.solvers.economy import optimal_schedule_milp
 
 SKILLS = (1.128, 1.321, 1.65, 2.256)
 LABOUR_COST = 0.012

@@ -8,13 +8,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from oprl import registry
+from oprl.core import Trace, rollout
 from oprl.policies.economy_schedules import free_market, us_federal
 from oprl.simulators import economy as eco
 from oprl.simulators.economy import EconomyParams, EconomySimulator, join_action
 from oprl.simulators.economy_response import ScheduleBestResponse
-
-from oprl import registry
-from oprl.core import Trace, rollout
 
 
 def direct_gini(values: list[float]) -> float:

@@ -9,14 +9,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from oprl import registry
+from oprl.core import rollout
 from oprl.policies import economy_schedules as sched
 from oprl.simulators import economy as eco
 from oprl.simulators import economy_response as resp
 from oprl.simulators.economy import EconomyParams, EconomySimulator
 from oprl.solvers import economy as sol
-
-from oprl import registry
-from oprl.core import rollout
 
 
 def continuous(**kw) -> EconomySimulator:

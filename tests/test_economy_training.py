@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from oprl.policies.economy import EconomyPolicy, economy_heuristics, economy_policy
-from oprl.simulators.economy import EconomyParams, EconomySimulator
 
 from oprl import registry
 from oprl.algorithms import two_level as tl
+from oprl.policies.economy import EconomyPolicy, economy_heuristics, economy_policy
 from oprl.runs import through_checkpoint
+from oprl.simulators.economy import EconomyParams, EconomySimulator
 
 CURRICULUM = dict(agent_phase=0.2, settle_phase=0.1, labour_start=0.5, rate_anneal=0.5,
                   entropy_start=0.2, entropy_end=0.0, noise_start=0.5)

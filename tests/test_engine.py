@@ -5,13 +5,13 @@ import math
 import pandas as pd
 import pytest
 import torch
-from oprl.simulators.inventory_rules import BaseStock
 
 import oprl
 from oprl.core import Trace, rollout
 from oprl.evaluate import COLUMNS, Entry, choose_reference, evaluate, failed_status, format_table
 from oprl.result import SolverResult
 from oprl.runs import RunDir, atomic_write
+from oprl.simulators.inventory_rules import BaseStock
 
 
 def test_trace_rejects_mismatched_shapes():

@@ -10,6 +10,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from oprl import registry
+from oprl.core import rollout
 from oprl.policies.fishery import ConstantMortality
 from oprl.simulators.fishery import model1
 from oprl.solvers.fishery import grid_dp_3d, perfect_information_dp, single_species_dp
@@ -23,9 +26,6 @@ from oprl.solvers.fishery_bound import (
     solve_highs,
     state_boxes,
 )
-
-from oprl import registry
-from oprl.core import rollout
 
 
 @settings(max_examples=25, deadline=None)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from oprl import registry
+from oprl.api import train
 from oprl.policies.fishery import (
     ConstantEscapement,
     ConstantMortality,
@@ -16,9 +19,6 @@ from oprl.policies.fishery import (
     grid_search,
 )
 from oprl.simulators.fishery import model1
-
-from oprl import registry
-from oprl.api import train
 
 
 @pytest.mark.parametrize("cls", [FisheryMLP, FisheryGNN])

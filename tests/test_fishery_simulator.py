@@ -8,11 +8,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oprl.policies.fishery import ConstantEscapement, ConstantMortality
-from oprl.simulators.fishery import FisheryParams, FisherySimulator, growth, model1
 
 from oprl import registry
 from oprl.core import rollout
+from oprl.policies.fishery import ConstantEscapement, ConstantMortality
+from oprl.simulators.fishery import FisheryParams, FisherySimulator, growth, model1
 
 
 def logistic(r: float, K: float, initial: float, horizon: int = 60) -> FisherySimulator:

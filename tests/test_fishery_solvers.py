@@ -9,6 +9,9 @@ import itertools
 
 import pytest
 import torch
+
+from oprl import registry
+from oprl.core import rollout
 from oprl.simulators.fishery import extinction_penalty, growth, model1
 from oprl.solvers.fishery import (
     _extend_below_threshold,
@@ -22,9 +25,6 @@ from oprl.solvers.fishery import (
     single_species_dp,
     solve_single_species,
 )
-
-from oprl import registry
-from oprl.core import rollout
 
 
 def brute_force_values(p, horizon: int, grid: int, nodes: int, x_max: float) -> torch.Tensor:

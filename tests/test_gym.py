@@ -8,11 +8,10 @@ import torch
 
 gymnasium = pytest.importorskip("gymnasium")
 
-from oprl.simulators import inventory as inv  # noqa: E402
-from oprl.simulators.inventory_rules import BaseStock  # noqa: E402
-
 from oprl.core import rollout  # noqa: E402
 from oprl.gym import VectorEnv  # noqa: E402
+from oprl.simulators import inventory as inv  # noqa: E402
+from oprl.simulators.inventory_rules import BaseStock  # noqa: E402
 
 
 def test_env_replays_the_batched_rollout_and_autoresets() -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from oprl.algorithms.hdpo import evaluate_cost, lead_time_dev_horizon, train_hdpo
+from oprl.algorithms.reinforce import gradient_variance, reinforce_loss
 from oprl.policies.inventory_heuristics import tune_base_stock
 from oprl.policies.inventory_mlp import InventoryMLP
 from oprl.simulators import inventory as inv
 from oprl.simulators.inventory_rules import BaseStock
-
-from oprl.algorithms.hdpo import evaluate_cost, lead_time_dev_horizon, train_hdpo
-from oprl.algorithms.reinforce import gradient_variance, reinforce_loss
 
 
 def _policy(sim, seed: int = 0, head: str = "softplus") -> InventoryMLP:

@@ -10,13 +10,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import Tensor, nn
+
+from oprl.core import Observation, Trace, rollout
 from oprl.simulators.events.inventory import replay
 from oprl.simulators.inventory_network import simulator_from_spec
 from oprl.simulators.inventory_rules import inventory_position
 from oprl.simulators.network_file import NetworkFileError, parse_network
-from torch import Tensor, nn
-
-from oprl.core import Observation, Trace, rollout
 
 
 def one_store(**link) -> dict:

@@ -11,12 +11,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oprl.simulators import inventory as inv
-from oprl.simulators.inventory import SUPPLIER, Demand, InventoryParams, InventorySimulator, Network
-from oprl.simulators.inventory_data import real_data
 from torch import Tensor
 
 from oprl.core import Observation, Trace, rollout
+from oprl.simulators import inventory as inv
+from oprl.simulators.inventory import SUPPLIER, Demand, InventoryParams, InventorySimulator, Network
+from oprl.simulators.inventory_data import real_data
 
 DATA = Path(__file__).parent / "data" / "tiny_demand.csv"
 

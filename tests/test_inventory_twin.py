@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import Tensor, nn
+
+from oprl.core import Observation, rollout
 from oprl.policies.inventory_heuristics import newsvendor_levels
 from oprl.simulators import inventory as inv
 from oprl.simulators.events.inventory import observation, replay, replay_episode, shipments_from
 from oprl.simulators.inventory_data import real_data
 from oprl.simulators.inventory_rules import BaseStock, EchelonBaseStock, inventory_position
-from torch import Tensor, nn
-
-from oprl.core import Observation, rollout
 
 DATA = Path(__file__).parent / "data" / "tiny_demand.csv"
 BATCH, HORIZON = 3, 40

@@ -6,6 +6,12 @@ that these tests then fail."""
 from __future__ import annotations
 
 import torch
+
+from oprl.algorithms.common import DEV_SEED_OFFSET
+from oprl.algorithms.constrained_ac import train_rcpo, train_tscac
+from oprl.algorithms.hdpo import train_hdpo
+from oprl.algorithms.ospo import evaluate_reward, train_grpo, train_ospo
+from oprl.core import rollout
 from oprl.policies.dispatch import PairMLP, PickupAssignment
 from oprl.policies.fishery import ConstantEscapement, FisheryMLP, grid_search
 from oprl.policies.recsys import CandidateMLP
@@ -13,12 +19,6 @@ from oprl.simulators.dispatch import manhattan
 from oprl.simulators.fishery import model1
 from oprl.simulators.recsys import exact_policy_values, tabular
 from oprl.solvers.recsys import cmdp_lp
-
-from oprl.algorithms.common import DEV_SEED_OFFSET
-from oprl.algorithms.constrained_ac import train_rcpo, train_tscac
-from oprl.algorithms.hdpo import train_hdpo
-from oprl.algorithms.ospo import evaluate_reward, train_grpo, train_ospo
-from oprl.core import rollout
 
 
 def test_ospo_and_grpo_beat_their_start_and_the_per_step_assignment():

@@ -10,6 +10,7 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from oprl.simulators.network_file import (
     NetworkFileError,
     load_network_file,

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from oprl.simulators.network_file import load_network_file
 
 from oprl import api
 from oprl.cli import main
+from oprl.simulators.network_file import load_network_file
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "networks"
 COMPARED = ["policy", "kind", "mean", "stderr", "reference", "reference_kind", "gap_pct", "status"]

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from oprl.core import rollout
+from oprl.nn import GraphEncoder, NodeHead, PairScoreHead
 from oprl.policies.inventory_gnn import InventoryGNN
 from oprl.policies.inventory_mlp import InventoryMLP
 from oprl.simulators import inventory as inv
 from oprl.simulators.inventory import SUPPLIER, Demand, InventoryParams, InventorySimulator, Network
 from oprl.simulators.inventory_rules import EchelonBaseStock
-
-from oprl.core import rollout
-from oprl.nn import GraphEncoder, NodeHead, PairScoreHead
 
 FACTORIES = {
     "one_store_backlog": lambda: inv.one_store_backlog(lead_time=2),

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from oprl.policies.inventory_mlp import InventoryFeatures
-from oprl.simulators.inventory_data import HistoryBlocks, real_data
 
 from oprl import registry
 from oprl.algorithms.hdpo import HDPO, HDPOSettings
 from oprl.core import DataSplits, rollout
+from oprl.policies.inventory_mlp import InventoryFeatures
 from oprl.scoring import CellSettings, prepare_cell
+from oprl.simulators.inventory_data import HistoryBlocks, real_data
 
 PRODUCTS, PERIODS = 3, 40
 

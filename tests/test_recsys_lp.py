@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from oprl.core import rollout
 from oprl.simulators.recsys import SIGNALS, TabularModel, tabular
 from oprl.solvers.recsys import (
     cmdp_lp,
@@ -14,8 +16,6 @@ from oprl.solvers.recsys import (
     solve_glop,
     solve_highs,
 )
-
-from oprl.core import rollout
 
 
 def two_state() -> TabularModel:

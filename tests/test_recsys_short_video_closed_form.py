@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 
 import torch
-from oprl.simulators.recsys import KUAIRAND, SIGNALS, short_video
 
 from oprl.core import rollout
+from oprl.simulators.recsys import KUAIRAND, SIGNALS, short_video
 
 EPISODES, HORIZON = 20_000, 40
 

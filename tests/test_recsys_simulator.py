@@ -6,6 +6,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from oprl.core import rollout
 from oprl.policies.recsys import RandomExposure, WeightedRanking
 from oprl.simulators.recsys import (
     KUAIRAND,
@@ -16,8 +18,6 @@ from oprl.simulators.recsys import (
     tabular,
 )
 from oprl.solvers.recsys import TablePolicy, policy_values
-
-from oprl.core import rollout
 
 
 @pytest.fixture(scope="module")

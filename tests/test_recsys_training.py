@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-from oprl.policies.recsys import CandidateGNN, CandidateMLP, WeightedRanking, recsys_heuristics
-from oprl.simulators.recsys import short_video, tabular
 
 from oprl import registry
 from oprl.algorithms.constrained_ac import collect, estimate_totals, train_rcpo, train_tscac
+from oprl.policies.recsys import CandidateGNN, CandidateMLP, WeightedRanking, recsys_heuristics
 from oprl.runs import through_checkpoint
+from oprl.simulators.recsys import short_video, tabular
 
 
 def small_tabular():

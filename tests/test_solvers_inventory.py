@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from oprl.core import Trace, rollout
 from oprl.policies.inventory_heuristics import evaluate_levels, newsvendor_levels
 from oprl.simulators import inventory as inv
 from oprl.simulators.inventory_rules import BaseStock, EchelonBaseStock
@@ -20,8 +22,6 @@ from oprl.solvers.inventory import (
     pooled_newsvendor_bound,
     references,
 )
-
-from oprl.core import Trace, rollout
 
 
 def _simulate(sim, policy, trace: Trace, warmup: int) -> torch.Tensor:
@@ -195,7 +195,6 @@ def test_lp_hand_checkable_deterministic_demand(backend):
 
 def test_lp_reference_pairs_on_its_episodes_only_over_the_same_periods(monkeypatch):
     import oprl.solvers.inventory as solvers_inventory
-
     from oprl.evaluate import Entry, evaluate
 
     sim = inv.many_warehouses(n_warehouses=2, n_stores=3, instance_seed=1)

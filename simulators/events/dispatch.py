@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import simpy
 import torch
-from oprl.simulators.dispatch import DispatchSimulator
 
 from oprl.core import Trace
+from oprl.simulators.dispatch import DispatchSimulator
 
 Order = tuple[int, int]  # (request minute, position in that minute of the trace)
 

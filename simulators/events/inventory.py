@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import simpy
 import torch
-from oprl.simulators.inventory import SUPPLIER, InventorySimulator
 from torch import Tensor
 
 from oprl.core import Trace
+from oprl.simulators.inventory import SUPPLIER, InventorySimulator
 
 TICKS = 10
 ORDER, LAND_NOW, DEMAND, COST, LAND = 0, 1, 2, 3, 9
