@@ -57,24 +57,29 @@ def lagrangian(values: dict, lp) -> float:
     return values["watch_time"] + sum(lp.details["duals"][k] * (values[k] - thr[k]) for k in thr)
 
 
-def test_tscac_and_rcpo_close_most_of_the_lagrangian_gap_to_the_lp_optimum():
-    """Exact values (no sampling) of the kept policy against the occupancy LP: the Lagrangian
-    gap (LP duals) must fall below 40 % of the optimum from about 70 % for the untrained
-    actor (observed: TSCAC 29 %, RCPO 34 % after 30 steps); TSCAC must also meet the follow
-    threshold (RCPO, 30 steps, does not yet)."""
+def test_tscac_and_rcpo_meet_every_constraint_and_close_most_of_the_gap_to_the_lp():
+    """Exact values (no sampling) of the kept policy against the occupancy LP, after 60 steps:
+    every threshold met, and the Lagrangian gap (LP duals) below 25 % of the optimum from about
+    70 % for the untrained actor (observed 2026-12-07: TSCAC 15.9 %, RCPO 16.1 %). The watch
+    time itself reaches 40 % or more of the LP's (observed: TSCAC 56 %, RCPO 48 %): the
+    policies buy feasibility with more signals than the thresholds ask, which the Lagrangian
+    credits at the duals' prices. An actor that stops learning stays near 70 %."""
     sim = tiny_cmdp()
     lp = cmdp_lp(sim)
     assert lp.status == "optimal"
+    thresholds = dict(zip(("follow", "like", "comment", "share"), lp.details["thresholds"]))
     for trainer in (train_tscac, train_rcpo):
         torch.manual_seed(0)
         net = CandidateMLP(sim, hidden=(16,))
         start = lagrangian(exact_policy_values(sim, net), lp)
         assert start < 0.4 * lp.objective  # the untrained actor is far from the optimum
-        res = trainer(sim, net, steps=30, batch_size=64, dev_episodes=256, eval_every=5, seed=0)
+        res = trainer(sim, net, steps=60, batch_size=64, dev_episodes=256, eval_every=5, seed=0)
         values = exact_policy_values(sim, res.policy)
-        assert lagrangian(values, lp) > 0.6 * lp.objective, trainer.__name__
-        if trainer is train_tscac:
-            assert values["follow"] >= 0.06 and values["like"] >= 0.005
+        name = trainer.__name__
+        assert lagrangian(values, lp) > 0.75 * lp.objective, name
+        assert values["watch_time"] >= 0.4 * lp.objective, name
+        for signal, threshold in thresholds.items():
+            assert values[signal] >= threshold, (name, signal, values[signal], threshold)
 
 
 def test_hdpo_beats_the_best_constant_escapement_on_model1():
