@@ -17,46 +17,12 @@ import statistics
 import time
 
 import torch
+from policy_throughput import python_loop_episode  # the same per-scenario loop, any network
 
 from oprl.core import rollout
 from oprl.policies.inventory_heuristics import newsvendor_levels
-from oprl.simulators.inventory import InventorySimulator, one_warehouse
+from oprl.simulators.inventory import one_warehouse
 from oprl.simulators.inventory_rules import BaseStock
-
-
-def python_loop_episode(sim: InventorySimulator, levels: list[float], demand: list[list[float]]) -> float:
-    """One episode of the one-warehouse network in plain Python: the per-scenario loop that a
-    batched simulator replaces. Returns the total cost."""
-    p = sim.params
-    n = sim.network.n_nodes
-    lead = [int(x) for x in p.lead_time]
-    hold = [float(x) for x in p.holding]
-    pen = [float(x) for x in p.penalty]
-    onhand = [0.0] * n
-    pipes = [[0.0] * max(lead[e], 1) for e in range(n)]  # edge e feeds node e
-    total = 0.0
-    for d in demand:
-        orders = [max(levels[i] - onhand[i] - sum(pipes[i]), 0.0) for i in range(n)]
-        wanted = sum(orders[1:])
-        ratio = min(1.0, max(onhand[0], 0.0) / wanted) if wanted > 0 else 1.0
-        ship = [orders[0]] + [o * ratio for o in orders[1:]]
-        onhand[0] -= sum(ship[1:])
-        for e in range(n):
-            if lead[e] == 0:
-                onhand[e] += ship[e]
-            else:
-                pipes[e][lead[e] - 1] += ship[e]
-        cost = 0.0
-        for s in range(1, n):
-            sales = min(max(onhand[s], 0.0), d[s - 1])
-            cost += pen[s - 1] * (d[s - 1] - sales)
-            onhand[s] -= sales
-        cost += sum(hold[i] * max(onhand[i], 0.0) for i in range(n))
-        for e in range(n):
-            onhand[e] += pipes[e][0]
-            pipes[e] = pipes[e][1:] + [0.0]
-        total += cost
-    return total
 
 
 def torch_rate(sim, policy, trace) -> float:
