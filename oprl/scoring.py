@@ -73,9 +73,7 @@ def bench_settings(scenario: registry.Scenario, seed: int, *, eval_episodes: int
     defaults = {"eval_episodes": 256, "tune_episodes": 64, "tune_horizon": 1000,
                 **scenario.bench_defaults}
     episodes = defaults["eval_episodes"] if eval_episodes is None else eval_episodes
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes: must be a whole number >= 1, got {episodes!r}")
-    return CellSettings(seed=seed, eval_episodes=int(episodes),
+    return CellSettings(seed=seed, eval_episodes=episodes,  # validated by CellSettings
                         tune_episodes=int(defaults["tune_episodes"]),
                         tune_horizon=int(defaults["tune_horizon"]), horizon=horizon,
                         warmup=warmup)
