@@ -42,15 +42,31 @@ class Trips:
     start: pd.Timestamp
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path, field: str,
+               suffixes: tuple[str, ...] = (".csv", ".txt", ".parquet", ".pq")) -> pd.DataFrame:
+    """A CSV or Parquet file (one of ``suffixes``) as a data frame. A missing file, another
+    format or an unreadable one is a ValueError naming ``field`` or the file and why."""
     if not path.is_file():
-        raise ValueError(f"trip_file: {path} does not exist")
+        raise ValueError(f"{field}: {path} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pd.read_parquet(path)
-    if suffix in (".csv", ".gz", ".txt"):
+    if suffix not in suffixes:
+        raise ValueError(f"{field}: {path.name!r} must be a .csv or .parquet file")
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
         return pd.read_csv(path)
-    raise ValueError(f"trip_file: {path.name} must be .csv or .parquet")
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path.name}: the file is empty (no header row)") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path.name}: not UTF-8 text (byte {err.start}); save it as a UTF-8 "
+                         "CSV") from None
+    except pd.errors.ParserError as err:
+        raise ValueError(f"{path.name}: not a well-formed CSV ({' '.join(str(err).split())})") from None
+    except (OSError, ValueError, TypeError) as err:  # pyarrow's errors subclass these
+        if isinstance(err, OSError) and not str(err):
+            raise
+        raise ValueError(f"{path.name}: cannot read this file as {suffix[1:]} "
+                         f"({' '.join(str(err).split())[:200]})") from None
 
 
 def load_trips(
@@ -62,7 +78,7 @@ def load_trips(
     """Requests of ``path`` as one episode of ``horizon`` one-minute steps starting at ``start``
     (default: the minute of the first pickup). Every record must name known zones, be in time
     order and fall inside the episode; otherwise a ValueError names the row and the cause."""
-    frame = _read_table(Path(path))
+    frame = read_table(Path(path), "trip_file", (".csv", ".gz", ".txt", ".parquet"))
     missing = [c for c in TRIP_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"trip_file: missing column(s) {missing}; need {list(TRIP_COLUMNS)}")

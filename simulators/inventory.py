@@ -1053,10 +1053,12 @@ def load_demand_series(path: str | Path) -> Tensor:
     Returns ``[products, periods]``; NaN or negative demand is a ValueError naming the file."""
     import pandas as pd
 
+    from oprl.data import read_table  # pandas only when a file is read
+
     path = Path(path)
     if not path.exists():
         raise ValueError(f"path: demand file {str(path)!r} does not exist")
-    frame = _read_table(path)
+    frame = read_table(path, "path")  # the engine's reader: one-line errors naming the file
     lower = [str(c).strip().lower() for c in frame.columns]
     twice = sorted({c for c in lower if lower.count(c) > 1})
     if twice:
@@ -1098,28 +1100,4 @@ def load_demand_series(path: str | Path) -> Tensor:
         raise ValueError(f"{path.name}: demand must be non-negative")
     return values.float()
 
-
-def _read_table(path: Path):
-    """The file as a data frame; unreadable files are a ValueError naming the file and why."""
-    import pandas as pd
-
-    suffix = path.suffix.lower()
-    if suffix not in (".parquet", ".pq", ".csv", ".txt"):
-        raise ValueError(f"path: {path.name!r} must be a .csv or .parquet file")
-    try:
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{path.name}: the file is empty (no header row)") from None
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path.name}: not UTF-8 text (byte {err.start}); save it as a UTF-8 "
-                         "CSV") from None
-    except pd.errors.ParserError as err:
-        raise ValueError(f"{path.name}: not a well-formed CSV ({' '.join(str(err).split())})") from None
-    except (OSError, ValueError, TypeError) as err:  # pyarrow's errors subclass these
-        if isinstance(err, OSError) and not str(err):
-            raise
-        raise ValueError(f"{path.name}: cannot read this file as {suffix[1:]} "
-                         f"({' '.join(str(err).split())[:200]})") from None
 
